@@ -1,0 +1,245 @@
+//! The wit-dylib interpreter side, written once for every eryx guest.
+//!
+//! `wit-dylib` generates a bindings library that lifts and lowers canonical-ABI values by
+//! calling `wit_dylib_push_*` / `wit_dylib_pop_*` on a context we own. This crate implements
+//! those functions over a stack of [`Value`]s, dispatches the world's four exports to a
+//! [`Backend`] through one function ([`dispatch`]), and calls the world's imports for the
+//! backend ([`invoke`], [`list_callbacks`], [`report_trace`]).
+//!
+//! A guest crate implements [`Backend`] for its Python and names its constructor with
+//! [`export_backend!`]. The guest is single-threaded: the backend lives in a thread-local.
+
+mod ffi;
+mod stack;
+
+use std::cell::RefCell;
+
+pub use stack::Value;
+use stack::{wit, Context};
+
+/// What one `execute` printed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExecuteOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A callback the host offers, as `list-callbacks` describes it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CallbackInfo {
+    pub name: String,
+    pub description: String,
+    pub parameters_schema_json: String,
+}
+
+/// One Python implementation behind the world's exports.
+pub trait Backend {
+    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String>;
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String>;
+    fn restore_state(&mut self, data: &[u8]) -> Result<(), String>;
+    fn clear_state(&mut self);
+}
+
+/// Names the guest's backend constructor; call it once at the top of the guest crate.
+#[macro_export]
+macro_rules! export_backend {
+    ($constructor:expr) => {
+        #[no_mangle]
+        pub fn __eryx_guest_create_backend() -> ::std::boxed::Box<dyn $crate::Backend> {
+            ::std::boxed::Box::new($constructor())
+        }
+    };
+}
+
+extern "Rust" {
+    fn __eryx_guest_create_backend() -> Box<dyn Backend>;
+}
+
+thread_local! {
+    static BACKEND: RefCell<Option<Box<dyn Backend>>> = const { RefCell::new(None) };
+}
+
+/// Runs one export call against the backend, creating the backend on first use. Every
+/// export path (`wit_dylib_export_call`) comes through here.
+pub fn dispatch(name: &str, mut args: Vec<Value>) -> Option<Value> {
+    BACKEND.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        // SAFETY: the guest crate defines the constructor with `export_backend!`.
+        let backend = slot.get_or_insert_with(|| unsafe { __eryx_guest_create_backend() });
+        dispatch_to(backend.as_mut(), name, &mut args)
+    })
+}
+
+/// The export table of `wit/runtime.wit`, separated from the thread-local so it can be
+/// exercised with any backend.
+pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>) -> Option<Value> {
+    match name {
+        "execute" => {
+            let code = take_string(args, name);
+            Some(match backend.execute(&code) {
+                Ok(output) => Value::ok(Some(Value::Record(vec![
+                    Value::String(output.stdout),
+                    Value::String(output.stderr),
+                ]))),
+                Err(error) => Value::err(Some(Value::String(error))),
+            })
+        }
+        "snapshot-state" => Some(match backend.snapshot_state() {
+            Ok(bytes) => Value::ok(Some(Value::Bytes(bytes))),
+            Err(error) => Value::err(Some(Value::String(error))),
+        }),
+        "restore-state" => {
+            let data = match args.pop() {
+                Some(Value::Bytes(bytes)) => bytes,
+                other => panic!("restore-state expects list<u8>, got {other:?}"),
+            };
+            Some(match backend.restore_state(&data) {
+                Ok(()) => Value::ok(None),
+                Err(error) => Value::err(Some(Value::String(error))),
+            })
+        }
+        "clear-state" => {
+            backend.clear_state();
+            None
+        }
+        other => panic!("the world has no export named `{other}`"),
+    }
+}
+
+fn take_string(args: &mut Vec<Value>, function: &str) -> String {
+    match args.pop() {
+        Some(Value::String(text)) => text,
+        other => panic!("{function} expects a string argument, got {other:?}"),
+    }
+}
+
+/// Calls the world's import `name` with `args` (in declaration order) and returns its
+/// result, if it has one.
+fn call_import(name: &str, args: Vec<Value>) -> Option<Value> {
+    let function = wit()
+        .import_funcs()
+        .iter()
+        .find(|function| ffi::c_str(function.name) == name)
+        .unwrap_or_else(|| panic!("the world has no import named `{name}`"));
+    let implementation = function
+        .implementation
+        .unwrap_or_else(|| panic!("import `{name}` is not synchronous"));
+    let mut cx = Context::default();
+    // The bindings lower the first parameter first, so it must be on top of the stack.
+    cx.stack.extend(args.into_iter().rev());
+    // SAFETY: `implementation` is the bindings' lowering thunk and `cx` outlives the call.
+    unsafe { implementation(&mut cx as *mut Context as *mut u8) };
+    if ffi::type_kind(function.result) == ffi::KIND_EMPTY {
+        None
+    } else {
+        Some(cx.stack.pop().expect("import result was not pushed"))
+    }
+}
+
+/// Calls the host callback `name` with a JSON object of keyword arguments.
+pub fn invoke(name: &str, arguments_json: &str) -> Result<String, String> {
+    let result = call_import(
+        "invoke",
+        vec![Value::String(name.to_owned()), Value::String(arguments_json.to_owned())],
+    );
+    match result {
+        Some(Value::Result(Ok(Some(payload)))) => Ok(payload.into_string()),
+        Some(Value::Result(Err(Some(payload)))) => Err(payload.into_string()),
+        other => panic!("invoke returned an unexpected value {other:?}"),
+    }
+}
+
+/// Lists the host's callbacks.
+pub fn list_callbacks() -> Vec<CallbackInfo> {
+    let Some(Value::List(items)) = call_import("list-callbacks", Vec::new()) else {
+        panic!("list-callbacks did not return a list");
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Record(fields) = item else {
+                panic!("callback-info is not a record")
+            };
+            let mut fields = fields.into_iter().map(Value::into_string);
+            CallbackInfo {
+                name: fields.next().unwrap_or_default(),
+                description: fields.next().unwrap_or_default(),
+                parameters_schema_json: fields.next().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Reports one trace event to the host.
+pub fn report_trace(lineno: u32, event_json: &str, context_json: &str) {
+    call_import(
+        "report-trace",
+        vec![
+            Value::U32(lineno),
+            Value::String(event_json.to_owned()),
+            Value::String(context_json.to_owned()),
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::export_backend!(Recorder::default);
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+    }
+
+    impl Backend for Recorder {
+        fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String> {
+            self.calls.push(format!("execute {code}"));
+            if code == "fail" {
+                return Err("Traceback\nValueError: no".into());
+            }
+            Ok(ExecuteOutput { stdout: code.to_uppercase(), stderr: String::new() })
+        }
+        fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+            Ok(vec![1, 2, 3])
+        }
+        fn restore_state(&mut self, data: &[u8]) -> Result<(), String> {
+            self.calls.push(format!("restore {data:?}"));
+            Ok(())
+        }
+        fn clear_state(&mut self) {
+            self.calls.push("clear".into());
+        }
+    }
+
+    #[test]
+    fn execute_results_are_shaped_like_the_world() {
+        let mut backend = Recorder::default();
+        let ok = dispatch_to(&mut backend, "execute", &mut vec![Value::String("hi".into())]);
+        assert_eq!(
+            ok,
+            Some(Value::ok(Some(Value::Record(vec![
+                Value::String("HI".into()),
+                Value::String(String::new())
+            ]))))
+        );
+        let err = dispatch_to(&mut backend, "execute", &mut vec![Value::String("fail".into())]);
+        assert_eq!(err, Some(Value::err(Some(Value::String("Traceback\nValueError: no".into())))));
+    }
+
+    #[test]
+    fn state_exports_reach_the_backend() {
+        let mut backend = Recorder::default();
+        assert_eq!(
+            dispatch_to(&mut backend, "snapshot-state", &mut vec![]),
+            Some(Value::ok(Some(Value::Bytes(vec![1, 2, 3]))))
+        );
+        assert_eq!(
+            dispatch_to(&mut backend, "restore-state", &mut vec![Value::Bytes(vec![9])]),
+            Some(Value::ok(None))
+        );
+        assert_eq!(dispatch_to(&mut backend, "clear-state", &mut vec![]), None);
+        assert_eq!(backend.calls, vec!["restore [9]", "clear"]);
+    }
+}

@@ -1,0 +1,144 @@
+//! Host callbacks: named functions with a description and a JSON-schema string for their
+//! keyword arguments, called with a JSON object and returning JSON or an error text.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+type Handler = Box<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+
+pub struct Callback {
+    pub name: String,
+    pub description: String,
+    pub parameters_schema_json: String,
+    handler: Handler,
+}
+
+/// One `report-trace` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    pub lineno: u32,
+    pub event_json: String,
+    pub context_json: String,
+}
+
+#[derive(Default)]
+pub struct Callbacks {
+    by_name: BTreeMap<String, Callback>,
+}
+
+impl Callbacks {
+    pub fn new() -> Callbacks {
+        Callbacks::default()
+    }
+
+    /// Adds a callback; `parameters_schema` is a JSON-schema object for the keyword arguments.
+    pub fn register(
+        &mut self,
+        name: &str,
+        description: &str,
+        parameters_schema: Value,
+        handler: impl Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.by_name.insert(
+            name.to_owned(),
+            Callback {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                parameters_schema_json: parameters_schema.to_string(),
+                handler: Box::new(handler),
+            },
+        );
+        self
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &Callback> {
+        self.by_name.values()
+    }
+
+    /// Serves the world's `invoke` import.
+    pub fn invoke(&self, name: &str, arguments_json: &str) -> Result<String, String> {
+        let Some(callback) = self.by_name.get(name) else {
+            let known = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(format!("unknown callback `{name}` (known callbacks: {known})"));
+        };
+        let arguments: Value = serde_json::from_str(arguments_json)
+            .map_err(|error| format!("callback `{name}`: the arguments are not JSON: {error}"))?;
+        (callback.handler)(arguments).map(|result| result.to_string())
+    }
+
+    /// The callbacks every conformance case gets, also offered by `cargo xtask run`.
+    pub fn standard() -> Callbacks {
+        let mut callbacks = Callbacks::new();
+        let number = |value: &Value, name: &str| {
+            value.get(name).cloned().filter(Value::is_number).ok_or_else(|| format!("argument `{name}` must be a number"))
+        };
+        callbacks
+            .register(
+                "add",
+                "Adds two numbers.",
+                json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+                move |arguments| {
+                    let (a, b) = (number(&arguments, "a")?, number(&arguments, "b")?);
+                    Ok(match (a.as_i64(), b.as_i64()) {
+                        (Some(a), Some(b)) => a.checked_add(b).map(Value::from).unwrap_or_else(|| Value::from(a as f64 + b as f64)),
+                        _ => Value::from(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+                    })
+                },
+            )
+            .register(
+                "echo",
+                "Returns its keyword arguments.",
+                json!({"type": "object", "additionalProperties": true}),
+                Ok,
+            )
+            .register(
+                "get_time",
+                "Returns the host's time as seconds since the Unix epoch.",
+                json!({"type": "object", "properties": {}}),
+                |_| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_err(|error| error.to_string())?;
+                    Ok(json!({"timestamp": now.as_secs_f64()}))
+                },
+            )
+            .register(
+                "http.get",
+                "Pretends to fetch a URL.",
+                json!({"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}),
+                |arguments| {
+                    let url = arguments.get("url").and_then(Value::as_str).ok_or("argument `url` must be a string")?;
+                    Ok(json!({"status": 200, "url": url}))
+                },
+            )
+            .register("fail", "Always fails.", json!({"type": "object", "properties": {}}), |_| Err("boom".to_owned()));
+        callbacks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_callbacks_answer_as_the_case_format_promises() {
+        let callbacks = Callbacks::standard();
+        assert_eq!(callbacks.invoke("add", r#"{"a": 10, "b": 32}"#), Ok("42".into()));
+        assert_eq!(callbacks.invoke("add", r#"{"a": 0.5, "b": 1}"#), Ok("1.5".into()));
+        assert_eq!(callbacks.invoke("echo", r#"{"x": [1, "y"]}"#), Ok(r#"{"x":[1,"y"]}"#.into()));
+        assert_eq!(callbacks.invoke("http.get", r#"{"url": "u"}"#), Ok(r#"{"status":200,"url":"u"}"#.into()));
+        assert_eq!(callbacks.invoke("fail", "{}"), Err("boom".into()));
+        let time: Value = serde_json::from_str(&callbacks.invoke("get_time", "{}").unwrap()).unwrap();
+        assert!(time["timestamp"].as_f64().unwrap() > 1.7e9);
+    }
+
+    #[test]
+    fn unknown_callbacks_and_bad_arguments_are_errors_with_their_cause() {
+        let callbacks = Callbacks::standard();
+        let error = callbacks.invoke("nope", "{}").unwrap_err();
+        assert!(error.contains("unknown callback `nope`") && error.contains("add"), "{error}");
+        assert!(callbacks.invoke("add", "{").unwrap_err().contains("not JSON"));
+        assert!(callbacks.invoke("add", r#"{"a": "1", "b": 2}"#).unwrap_err().contains("`a`"));
+    }
+}

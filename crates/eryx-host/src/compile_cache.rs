@@ -1,0 +1,70 @@
+//! Compiled components, cached by the component's sha256, the engine settings and the
+//! wasmtime version. Each entry is stored with its own sha256 and checked before it is
+//! deserialised; a stale or corrupt entry is ignored and replaced.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    Ok(())
+}
+
+/// Wasmtime's own summary of the settings that make compiled code compatible.
+fn engine_hash(engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Loads the compiled form of `component_path`, compiling and caching it when needed.
+/// Returns the component and whether it came from the cache.
+pub fn load(engine: &Engine, component_path: &Path, cache_dir: &Path, settings: &str) -> Result<(Component, bool)> {
+    let bytes = fs::read(component_path).with_context(|| {
+        format!("read {} (run `cargo xtask build-runtime`)", component_path.display())
+    })?;
+    let key = hex(&Sha256::new()
+        .chain_update(&bytes)
+        .chain_update(settings)
+        .chain_update(env!("CARGO_PKG_VERSION"))
+        .chain_update(engine_hash(engine).to_le_bytes())
+        .finalize());
+    let entry = cache_dir.join(format!("{key}.cwasm"));
+    let digest_path: PathBuf = cache_dir.join(format!("{key}.sha256"));
+    if let (Ok(compiled), Ok(digest)) = (fs::read(&entry), fs::read_to_string(&digest_path)) {
+        if hex(&Sha256::digest(&compiled)) == digest.trim() {
+            // SAFETY: the bytes are ones this host serialised (their digest matches the one
+            // stored beside them), for an engine with the same settings and version.
+            if let Ok(component) = unsafe { Component::deserialize(engine, &compiled) } {
+                return Ok((component, true));
+            }
+        }
+        eprintln!("note: compiled-component cache entry {} is stale or corrupt; recompiling", entry.display());
+    }
+    let started = std::time::Instant::now();
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("compile {}", component_path.display()))?;
+    eprintln!("compiled {} in {:.1}s", component_path.display(), started.elapsed().as_secs_f64());
+    let compiled = component.serialize()?;
+    fs::create_dir_all(cache_dir).with_context(|| format!("create {}", cache_dir.display()))?;
+    let _ = fs::remove_file(&digest_path);
+    write_atomic(&entry, &compiled)?;
+    write_atomic(&digest_path, hex(&Sha256::digest(&compiled)).as_bytes())?;
+    Ok((component, false))
+}

@@ -1,0 +1,456 @@
+//! The conformance suite runner: case files (`tests/conformance/*.toml`) against variants.
+//! This module is the only code that knows the case format; it rejects keys it does not
+//! know, naming the file, the case and the key.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{Callbacks, Limits, Manifest, Runtime, Sandbox};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The manifest written by `cargo xtask build-runtime`
+    #[arg(long, default_value = "target/eryx/manifest.json")]
+    pub manifest: PathBuf,
+    /// A variant name or `all` (default: every variant in the manifest)
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Case files, or directories of `*.toml` case files
+    #[arg(long = "cases", required = true)]
+    pub cases: Vec<PathBuf>,
+    /// Also write the results as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CaseFile {
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+pub struct Expectations {
+    pub stdout: Option<String>,
+    #[serde(default)]
+    pub stdout_contains: Vec<String>,
+    #[serde(default)]
+    pub stderr_contains: Vec<String>,
+    #[serde(default)]
+    pub error_contains: Vec<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct Step {
+    pub code: Option<String>,
+    pub action: Option<Action>,
+    #[serde(flatten)]
+    pub expect: Expectations,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Snapshot,
+    Restore,
+    Clear,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct Case {
+    pub name: String,
+    pub code: Option<String>,
+    pub steps: Option<Vec<Step>>,
+    #[serde(default)]
+    pub skip: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub expect: Expectations,
+    /// The file the case came from (filled in by the loader).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+const EXPECTATION_KEYS: &[&str] = &["stdout", "stdout_contains", "stderr_contains", "error_contains", "timeout_ms"];
+const CASE_KEYS: &[&str] = &["name", "code", "steps", "skip"];
+const STEP_KEYS: &[&str] = &["code", "action"];
+
+fn check_keys(table: &toml::Table, allowed: &[&str], file: &Path, case: &str, place: &str) -> Result<()> {
+    for key in table.keys() {
+        if !allowed.contains(&key.as_str()) && !EXPECTATION_KEYS.contains(&key.as_str()) {
+            bail!("{}: case `{case}`: unknown key `{key}`{place}", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// Parses one case file, rejecting unknown keys and ill-formed cases.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Case>> {
+    let document: toml::Table = toml::from_str(text).with_context(|| format!("parse {}", path.display()))?;
+    for key in document.keys() {
+        if key != "case" {
+            bail!("{}: unknown top-level key `{key}` (a case file holds only [[case]] tables)", path.display());
+        }
+    }
+    let raw_cases = document.get("case").and_then(toml::Value::as_array).cloned().unwrap_or_default();
+    for (index, raw) in raw_cases.iter().enumerate() {
+        let table = raw.as_table().with_context(|| format!("{}: case #{} is not a table", path.display(), index + 1))?;
+        let name = table.get("name").and_then(toml::Value::as_str).unwrap_or("<unnamed>").to_owned();
+        check_keys(table, CASE_KEYS, path, &name, "")?;
+        if let Some(steps) = table.get("steps").and_then(toml::Value::as_array) {
+            for (step_index, step) in steps.iter().enumerate() {
+                let step = step
+                    .as_table()
+                    .with_context(|| format!("{}: case `{name}`: step {} is not a table", path.display(), step_index + 1))?;
+                check_keys(step, STEP_KEYS, path, &name, &format!(" in step {}", step_index + 1))?;
+            }
+        }
+    }
+    let file: CaseFile = toml::from_str(text).with_context(|| format!("parse {}", path.display()))?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut cases = Vec::new();
+    for mut case in file.case {
+        let here = format!("{}: case `{}`", path.display(), case.name);
+        if !names.insert(case.name.clone()) {
+            bail!("{here}: the name is used twice in this file");
+        }
+        match (&case.code, &case.steps) {
+            (Some(_), None) => {}
+            (None, Some(steps)) => {
+                if case.expect.stdout.is_some()
+                    || !case.expect.stdout_contains.is_empty()
+                    || !case.expect.stderr_contains.is_empty()
+                    || !case.expect.error_contains.is_empty()
+                {
+                    bail!("{here}: expectations belong on the steps of a case with `steps`");
+                }
+                for (index, step) in steps.iter().enumerate() {
+                    match (&step.code, &step.action) {
+                        (Some(_), None) => {}
+                        (None, Some(_)) => {
+                            let expect = &step.expect;
+                            if expect.stdout.is_some() || !expect.stdout_contains.is_empty() || !expect.stderr_contains.is_empty() {
+                                bail!("{here}: step {}: an action has no output to expect", index + 1);
+                            }
+                        }
+                        _ => bail!("{here}: step {} needs exactly one of `code` and `action`", index + 1),
+                    }
+                }
+            }
+            _ => bail!("{here}: a case needs exactly one of `code` and `steps`"),
+        }
+        case.file = path.to_path_buf();
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
+/// Every case under the given files and directories (directories: their `*.toml`, sorted).
+pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("read {}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| file.extension().is_some_and(|extension| extension == "toml"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{} holds no *.toml case files", path.display());
+            }
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            bail!("{} does not exist", path.display());
+        }
+    }
+    let mut cases = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        cases.extend(parse_file(&file, &text)?);
+    }
+    Ok(cases)
+}
+
+/// The outcome of one case on one variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// Where two texts first differ, for a short failure message.
+fn first_difference(expected: &str, actual: &str) -> String {
+    let position = expected.chars().zip(actual.chars()).take_while(|(a, b)| a == b).count();
+    let excerpt = |text: &str| {
+        let excerpt: String = text.chars().skip(position.saturating_sub(10)).take(40).collect();
+        format!("{excerpt:?}")
+    };
+    format!(
+        "stdout differs at character {position}: expected {} (length {}), got {} (length {})",
+        excerpt(expected),
+        expected.chars().count(),
+        excerpt(actual),
+        actual.chars().count()
+    )
+}
+
+fn check(expect: &Expectations, result: Result<crate::Output, crate::ExecError>) -> Result<(), String> {
+    match result {
+        Err(error) => {
+            let text = error.to_string();
+            if expect.error_contains.is_empty() {
+                return Err(format!("unexpected error: {}", text.lines().last().unwrap_or(&text)));
+            }
+            for needle in &expect.error_contains {
+                if !text.contains(needle.as_str()) {
+                    return Err(format!("error lacks {needle:?}; the error was: {}", text.trim_end()));
+                }
+            }
+            Ok(())
+        }
+        Ok(output) => {
+            if !expect.error_contains.is_empty() {
+                return Err(format!("expected an error containing {:?}, but the code succeeded", expect.error_contains));
+            }
+            if let Some(stdout) = &expect.stdout {
+                if *stdout != output.stdout {
+                    return Err(first_difference(stdout, &output.stdout));
+                }
+            }
+            for needle in &expect.stdout_contains {
+                if !output.stdout.contains(needle.as_str()) {
+                    return Err(format!("stdout lacks {needle:?}; stdout was {:?}", truncate(&output.stdout)));
+                }
+            }
+            for needle in &expect.stderr_contains {
+                if !output.stderr.contains(needle.as_str()) {
+                    return Err(format!("stderr lacks {needle:?}; stderr was {:?}", truncate(&output.stderr)));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+fn timeout_for(case: &Case, step: &Expectations, default: Duration) -> Duration {
+    step.timeout_ms.or(case.expect.timeout_ms).map(Duration::from_millis).unwrap_or(default)
+}
+
+/// Runs one case on a fresh sandbox.
+pub fn run_case(runtime: &Runtime, case: &Case) -> Outcome {
+    let mut sandbox = match runtime.sandbox(Arc::new(Callbacks::standard())) {
+        Ok(sandbox) => sandbox,
+        Err(error) => return Outcome::Fail(format!("could not create a sandbox: {error:#}")),
+    };
+    let default_timeout = runtime.limits().timeout;
+    let steps = match (&case.code, &case.steps) {
+        (Some(code), _) => vec![Step { code: Some(code.clone()), action: None, expect: case.expect.clone() }],
+        (None, Some(steps)) => steps.clone(),
+        (None, None) => Vec::new(),
+    };
+    let mut snapshot: Option<Vec<u8>> = None;
+    for (index, step) in steps.iter().enumerate() {
+        let label = if steps.len() > 1 { format!("step {}: ", index + 1) } else { String::new() };
+        sandbox.set_timeout(timeout_for(case, &step.expect, default_timeout));
+        let outcome = run_step(&mut sandbox, step, &mut snapshot);
+        if let Err(message) = outcome {
+            return Outcome::Fail(format!("{label}{message}"));
+        }
+    }
+    Outcome::Pass
+}
+
+fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) -> Result<(), String> {
+    if let Some(code) = &step.code {
+        return check(&step.expect, sandbox.execute(code));
+    }
+    let result = match step.action.expect("validated: code or action") {
+        Action::Snapshot => sandbox.snapshot().map(|bytes| *snapshot = Some(bytes)),
+        Action::Clear => sandbox.clear(),
+        Action::Restore => match snapshot {
+            Some(bytes) => sandbox.restore(bytes),
+            None => return Err("`restore` before any `snapshot`".into()),
+        },
+    };
+    match result {
+        Ok(()) if step.expect.error_contains.is_empty() => Ok(()),
+        Ok(()) => Err(format!("expected the action to fail with {:?}", step.expect.error_contains)),
+        Err(error) => check(&step.expect, Err(error)).map_err(|message| format!("{:?}: {message}", step.action.unwrap())),
+    }
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let variant_names: Vec<String> = match args.variant.as_deref() {
+        None | Some("all") => manifest.variants.keys().cloned().collect(),
+        Some(name) => {
+            manifest.variant(name)?;
+            vec![name.to_owned()]
+        }
+    };
+    if variant_names.is_empty() {
+        bail!("{} lists no built variants; run `cargo xtask build-runtime`", manifest.path.display());
+    }
+    let cases = load_cases(&args.cases)?;
+    let mut results: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+    for name in &variant_names {
+        let started = std::time::Instant::now();
+        let runtime = Runtime::new(manifest.variant(name)?.clone(), Limits::default(), &manifest.compile_cache_dir())?;
+        eprintln!(
+            "{name}: component {} in {:.2}s",
+            if runtime.loaded_from_cache { "loaded from the compile cache" } else { "compiled" },
+            started.elapsed().as_secs_f64()
+        );
+        let outcomes = cases
+            .iter()
+            .map(|case| match case.skip.get(name) {
+                Some(reason) => Outcome::Skip(reason.clone()),
+                None => run_case(&runtime, case),
+            })
+            .collect();
+        results.insert(name.clone(), outcomes);
+    }
+    print!("{}", report(&cases, &variant_names, &results));
+    let count = |wanted: fn(&Outcome) -> bool| results.values().flatten().filter(|outcome| wanted(outcome)).count();
+    let (passed, failed, skipped) = (
+        count(|outcome| matches!(outcome, Outcome::Pass)),
+        count(|outcome| matches!(outcome, Outcome::Fail(_))),
+        count(|outcome| matches!(outcome, Outcome::Skip(_))),
+    );
+    if let Some(path) = &args.json {
+        let entries: Vec<_> = cases
+            .iter()
+            .enumerate()
+            .flat_map(|(index, case)| {
+                variant_names.iter().map(move |variant| (index, case, variant))
+            })
+            .map(|(index, case, variant)| {
+                let (status, detail) = match &results[variant][index] {
+                    Outcome::Pass => ("pass", String::new()),
+                    Outcome::Fail(message) => ("fail", message.clone()),
+                    Outcome::Skip(reason) => ("skip", reason.clone()),
+                };
+                json!({"file": case.file.display().to_string(), "case": case.name, "variant": variant, "status": status, "detail": detail})
+            })
+            .collect();
+        let document = json!({"results": entries, "passed": passed, "failed": failed, "skipped": skipped});
+        std::fs::write(path, serde_json::to_string_pretty(&document)? + "\n").with_context(|| format!("write {}", path.display()))?;
+    }
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The case × variant table.
+fn report(cases: &[Case], variants: &[String], results: &BTreeMap<String, Vec<Outcome>>) -> String {
+    let label = |case: &Case| {
+        format!("{}::{}", case.file.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(), case.name)
+    };
+    let width = cases.iter().map(|case| label(case).len()).max().unwrap_or(4).max(4);
+    let mut text = String::new();
+    let _ = write!(text, "{:<width$}", "case");
+    for variant in variants {
+        let _ = write!(text, "  {variant}");
+    }
+    text.push('\n');
+    for (index, case) in cases.iter().enumerate() {
+        let _ = write!(text, "{:<width$}", label(case));
+        for variant in variants {
+            let cell = match &results[variant][index] {
+                Outcome::Pass => "pass".to_owned(),
+                Outcome::Fail(message) => format!("FAIL {message}"),
+                Outcome::Skip(reason) => format!("skip ({reason})"),
+            };
+            let _ = write!(text, "  {cell}");
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Case>> {
+        parse_file(Path::new("cases.toml"), text)
+    }
+
+    #[test]
+    fn the_documented_format_parses() {
+        let cases = parse(
+            r#"
+[[case]]
+name = "print-int"
+code = "print(1 + 1)"
+stdout = "2\n"
+
+[[case]]
+name = "snapshot-restore"
+skip = { rustpython = "no pickle" }
+steps = [
+  { code = "x = 41" },
+  { action = "snapshot" },
+  { action = "clear" },
+  { code = "x", error_contains = ["NameError"] },
+  { action = "restore" },
+  { code = "print(x + 1)", stdout = "42\n", timeout_ms = 500 },
+]
+"#,
+        )
+        .unwrap();
+        assert_eq!(cases.len(), 2);
+        assert_eq!(cases[0].expect.stdout.as_deref(), Some("2\n"));
+        let steps = cases[1].steps.as_ref().unwrap();
+        assert_eq!(steps[1].action, Some(Action::Snapshot));
+        assert_eq!(steps[3].expect.error_contains, ["NameError"]);
+        assert_eq!(steps[5].expect.timeout_ms, Some(500));
+        assert_eq!(cases[1].skip["rustpython"], "no pickle");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_case_and_key() {
+        let error = parse("[[case]]\nname = \"a\"\ncode = \"1\"\nstdot = \"1\"\n").unwrap_err().to_string();
+        assert_eq!(error, "cases.toml: case `a`: unknown key `stdot`");
+        let error = parse("[[case]]\nname = \"b\"\nsteps = [{ code = \"1\", sdout = \"\" }]\n").unwrap_err().to_string();
+        assert_eq!(error, "cases.toml: case `b`: unknown key `sdout` in step 1");
+        assert!(parse("[meta]\n").unwrap_err().to_string().contains("unknown top-level key `meta`"));
+    }
+
+    #[test]
+    fn ill_formed_cases_are_refused() {
+        assert!(parse("[[case]]\nname = \"a\"\n").unwrap_err().to_string().contains("exactly one of `code` and `steps`"));
+        let twice = "[[case]]\nname = \"a\"\ncode = \"1\"\n[[case]]\nname = \"a\"\ncode = \"2\"\n";
+        assert!(parse(twice).unwrap_err().to_string().contains("used twice"));
+        let bad_action = "[[case]]\nname = \"a\"\nsteps = [{ action = \"explode\" }]\n";
+        assert!(format!("{:#}", parse(bad_action).unwrap_err()).contains("explode"));
+    }
+
+    #[test]
+    fn expectations_report_the_first_difference() {
+        let expect = Expectations { stdout: Some("hello\n".into()), ..Expectations::default() };
+        let output = crate::Output { stdout: "help\n".into(), stderr: String::new() };
+        let message = check(&expect, Ok(output)).unwrap_err();
+        assert!(message.contains("character 3"), "{message}");
+
+        let expect = Expectations { error_contains: vec!["NameError".into()], ..Expectations::default() };
+        assert!(check(&expect, Ok(crate::Output::default())).unwrap_err().contains("succeeded"));
+        assert!(check(&expect, Err(crate::ExecError::Python("NameError: x".into()))).is_ok());
+        let timeout = crate::ExecError::Timeout(Duration::from_millis(100));
+        assert!(check(&expect, Err(timeout)).unwrap_err().contains("timeout"));
+    }
+}

@@ -1,0 +1,96 @@
+//! Reading `target/eryx/manifest.json`: where each variant's component is and what it
+//! needs mounted. The host learns nothing else about a variant.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct StdlibMount {
+    pub host_directory: PathBuf,
+    pub guest_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct VariantEntry {
+    pub name: String,
+    pub component_path: PathBuf,
+    pub component_sha256: String,
+    pub stdlib: Option<StdlibMount>,
+    pub env: BTreeMap<String, String>,
+}
+
+pub struct Manifest {
+    pub path: PathBuf,
+    pub variants: BTreeMap<String, VariantEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawManifest {
+    variants: BTreeMap<String, RawVariant>,
+}
+
+#[derive(Deserialize)]
+struct RawArtifact {
+    path: String,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+struct RawStdlib {
+    directory: String,
+    guest_path: String,
+}
+
+#[derive(Deserialize)]
+struct RawVariant {
+    component: RawArtifact,
+    stdlib: Option<RawStdlib>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read {} (run `cargo xtask build-runtime`)", path.display()))?;
+        let raw: RawManifest = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let variants = raw
+            .variants
+            .into_iter()
+            .map(|(name, variant)| {
+                let entry = VariantEntry {
+                    name: name.clone(),
+                    component_path: base.join(&variant.component.path),
+                    component_sha256: variant.component.sha256,
+                    stdlib: variant.stdlib.map(|stdlib| StdlibMount {
+                        host_directory: base.join(stdlib.directory),
+                        guest_path: stdlib.guest_path,
+                    }),
+                    env: variant.env,
+                };
+                (name, entry)
+            })
+            .collect();
+        Ok(Manifest { path: path.to_path_buf(), variants })
+    }
+
+    pub fn variant(&self, name: &str) -> Result<&VariantEntry> {
+        match self.variants.get(name) {
+            Some(entry) => Ok(entry),
+            None => bail!(
+                "{} has no variant `{name}` (built: {}); run `cargo xtask build-runtime --variant {name}`",
+                self.path.display(),
+                self.variants.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// Where compiled components are cached: beside the manifest.
+    pub fn compile_cache_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).join("compiled")
+    }
+}

@@ -1,0 +1,205 @@
+"""The Python half of the eryx CPython guest.
+
+The Rust side creates the module `_eryx_runtime`, injects three host functions and then runs
+this file in it:
+
+- `_host_invoke(name, arguments_json) -> (ok, text)` calls the world's `invoke` import;
+- `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`;
+- `_host_report_trace(lineno, event_json, context_json)`.
+
+The Rust side then calls `execute`, `snapshot`, `restore` and `clear` below. Each of them
+reports failures as values, never by raising, so the Rust side only converts results.
+"""
+
+import builtins
+import io
+import json
+import linecache
+import pickle
+import sys
+import traceback
+import types
+
+import __main__
+
+USER_FILENAME = "<string>"
+_user_globals = __main__.__dict__
+
+# Names the runtime puts into the user's namespace; `clear` keeps them and `snapshot`
+# skips them.
+_machinery_names = set()
+# The dunder names every fresh `__main__` has; `clear` keeps them.
+_initial_dunders = {name for name in _user_globals if name.startswith("__")}
+
+
+class CallbackError(Exception):
+    """A host callback failed or does not exist; the message is the host's text."""
+
+
+def invoke(name, **kwargs):
+    """Calls the host callback `name` with keyword arguments and returns its JSON result."""
+    ok, text = _host_invoke(name, json.dumps(kwargs))
+    if not ok:
+        raise CallbackError(f"callback {name!r} failed: {text}")
+    return json.loads(text)
+
+
+def list_callbacks():
+    """Lists the host's callbacks as dicts: name, description, parameters_schema."""
+    callbacks = []
+    for name, description, schema_json in _host_list_callbacks():
+        try:
+            schema = json.loads(schema_json) if schema_json else {}
+        except ValueError:
+            schema = {}
+        callbacks.append(
+            {"name": name, "description": description, "parameters_schema": schema}
+        )
+    return callbacks
+
+
+class _Namespace:
+    """Holds the callbacks under a dotted prefix, so `http.get(url=...)` works."""
+
+    def __init__(self, prefix):
+        self._prefix = prefix
+
+    def __repr__(self):
+        return f"<callback namespace {self._prefix!r}>"
+
+
+def _make_wrapper(name, description):
+    def call(**kwargs):
+        return invoke(name, **kwargs)
+
+    call.__name__ = name.rsplit(".", 1)[-1]
+    call.__qualname__ = name
+    call.__doc__ = description
+    return call
+
+
+def _install(name, value):
+    _user_globals[name] = value
+    _machinery_names.add(name)
+
+
+def _install_callbacks():
+    _install("invoke", invoke)
+    _install("list_callbacks", list_callbacks)
+    _install("CallbackError", CallbackError)
+    for callback in list_callbacks():
+        parts = callback["name"].split(".")
+        if not all(part.isidentifier() for part in parts):
+            continue
+        wrapper = _make_wrapper(callback["name"], callback["description"])
+        if len(parts) == 1:
+            _install(parts[0], wrapper)
+            continue
+        head = _user_globals.get(parts[0])
+        if not isinstance(head, _Namespace):
+            head = _Namespace(parts[0])
+            _install(parts[0], head)
+        node = head
+        for index, part in enumerate(parts[1:-1], start=2):
+            child = getattr(node, part, None)
+            if not isinstance(child, _Namespace):
+                child = _Namespace(".".join(parts[:index]))
+                setattr(node, part, child)
+            node = child
+        setattr(node, parts[-1], wrapper)
+
+
+_callbacks_installed = False
+
+
+def _user_traceback(error):
+    """Formats `error` without this file's frames, so line numbers are the user's."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != USER_FILENAME:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip("\n")
+
+
+def execute(code):
+    """Runs `code` in `__main__`; returns (stdout, stderr, error_or_None)."""
+    global _callbacks_installed
+    if not _callbacks_installed:
+        _install_callbacks()
+        _callbacks_installed = True
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
+    error = None
+    try:
+        linecache.cache[USER_FILENAME] = (
+            len(code),
+            None,
+            code.splitlines(True),
+            USER_FILENAME,
+        )
+        compiled = compile(code, USER_FILENAME, "exec")
+        exec(compiled, _user_globals)
+    except BaseException as caught:
+        # SystemExit and KeyboardInterrupt too: the sandbox must survive them.
+        error = _user_traceback(caught)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        sys.stdout, sys.stderr = saved
+    return stdout.getvalue(), stderr.getvalue(), error
+
+
+def _user_items():
+    for name, value in list(_user_globals.items()):
+        if name in _machinery_names or name in _initial_dunders:
+            continue
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        yield name, value
+
+
+def _survives_pickling(value):
+    # Functions and classes defined by the user pickle by reference to `__main__`; they
+    # would not load again after `clear`, so they are not state that a snapshot can carry.
+    if isinstance(value, (types.FunctionType, type)) and getattr(
+        value, "__module__", None
+    ) == "__main__":
+        return False
+    if isinstance(value, types.ModuleType):
+        return False
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+def snapshot():
+    """Returns (bytes, None) with the picklable user globals, or (None, error)."""
+    try:
+        state = {name: value for name, value in _user_items() if _survives_pickling(value)}
+        return pickle.dumps(state), None
+    except BaseException as caught:
+        return None, _user_traceback(caught)
+
+
+def restore(data):
+    """Merges a snapshot into `__main__`; returns None or an error text."""
+    try:
+        state = pickle.loads(data)
+    except BaseException as caught:
+        return f"restore-state: the snapshot does not load: {type(caught).__name__}: {caught}"
+    if not isinstance(state, dict):
+        return "restore-state: the snapshot is not a namespace"
+    _user_globals.update(state)
+    return None
+
+
+def clear():
+    """Removes every user global; builtins and the callback machinery stay."""
+    for name, _ in list(_user_items()):
+        del _user_globals[name]
+    _user_globals["__builtins__"] = builtins

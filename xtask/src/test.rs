@@ -1,0 +1,61 @@
+//! `cargo xtask test`: build what is stale, run every cargo test (the host workspace and
+//! the guest ABI crate's host-side tests), lint the CI workflow when actionlint is there,
+//! then run the conformance suite on every variant.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cache::Cache;
+use crate::conformance::{self, ConformanceArgs};
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the conformance suite (cargo tests only)
+    #[arg(long)]
+    pub no_conformance: bool,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run_checked(mut command: Command, what: &str) -> Result<()> {
+    println!("$ {what}");
+    let status = command.status().with_context(|| format!("start `{what}`"))?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
+    // Fetch first so the tests that use the real wheel find it in the cache.
+    crate::fetch::run(workspace, cache)?;
+    let mut workspace_tests = cargo();
+    workspace_tests.current_dir(&workspace.root).args(["test", "--workspace", "--locked"]);
+    run_checked(workspace_tests, "cargo test --workspace --locked")?;
+
+    // The guest ABI crate's value-stack and dispatch tests run on the host target too.
+    let mut abi_tests = cargo();
+    abi_tests
+        .current_dir(&workspace.root)
+        .args(["test", "--locked", "--manifest-path", "crates/guest-workspace/Cargo.toml", "-p", "eryx-guest-abi"])
+        .arg("--target-dir")
+        .arg(workspace.target_dir.join("guest-abi-host-tests"));
+    run_checked(abi_tests, "cargo test -p eryx-guest-abi (guest workspace, host target)")?;
+
+    if let Some(actionlint) = crate::system::which("actionlint") {
+        let mut lint = Command::new(actionlint);
+        lint.current_dir(&workspace.root);
+        run_checked(lint, "actionlint")?;
+    } else {
+        println!("note: actionlint is not installed; .ci/run installs it to lint .github/workflows");
+    }
+
+    if args.no_conformance {
+        return Ok(());
+    }
+    conformance::run_suite(workspace, cache, &ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() })
+}

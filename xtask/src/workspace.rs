@@ -1,0 +1,44 @@
+//! Where things are: the workspace root (from `cargo metadata`), the target directory and
+//! `target/eryx/`, where every artifact the build makes lands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub struct Workspace {
+    pub root: PathBuf,
+    /// Cargo's target directory for the host workspace (honours CARGO_TARGET_DIR).
+    pub target_dir: PathBuf,
+}
+
+impl Workspace {
+    pub fn discover() -> Result<Workspace> {
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .no_deps()
+            .exec()
+            .context("run `cargo metadata` to find the workspace")?;
+        Ok(Workspace {
+            root: metadata.workspace_root.into_std_path_buf(),
+            target_dir: metadata.target_directory.into_std_path_buf(),
+        })
+    }
+
+    /// `target/eryx/` in the workspace: the artifacts and `manifest.json`.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.root.join("target").join("eryx")
+    }
+
+    /// The guests' own cargo target directory (they build for another target with another
+    /// rustc, so they never share the host's).
+    pub fn guest_target_dir(&self) -> PathBuf {
+        self.target_dir.join("guests")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("toolchains.lock")
+    }
+
+    pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.root.join(relative)
+    }
+}
