@@ -1,4 +1,4 @@
-//! Safe extraction of tar archives (plain, gzip or zstd). Every entry's path must stay
+//! Safe extraction of tar archives (plain or gzip). Every entry's path must stay
 //! inside the destination: absolute paths, `..` components and links that point outside
 //! are refused. Extraction goes to a temporary directory that is renamed into place only
 //! when the whole archive was read, so a truncated archive leaves nothing behind.
@@ -13,19 +13,6 @@ use anyhow::{bail, Context, Result};
 pub enum Compression {
     None,
     Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn from_file_name(name: &str) -> Compression {
-        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            Compression::Gzip
-        } else if name.ends_with(".tar.zst") {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
 }
 
 /// Checks that `path` is relative and has no `..` (an archive member name).
@@ -81,7 +68,6 @@ pub fn extract_from(reader: impl Read, compression: Compression, destination: &P
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
     };
     let parent = destination.parent().context("destination has a parent")?;
     fs::create_dir_all(parent)?;

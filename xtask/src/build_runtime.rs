@@ -302,6 +302,7 @@ fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str,
         "schema": 1,
         "variants": variants,
         "inputs": {
+            "python_version": lock.cpython.python_version,
             "cpython_wheel": {
                 "project": lock.cpython.wheel_project,
                 "version": lock.cpython.wheel_version,

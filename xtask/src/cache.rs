@@ -77,6 +77,7 @@ impl Cache {
         Ok(Cache { root })
     }
 
+    #[cfg(test)]
     pub fn at(root: &Path) -> Cache {
         Cache { root: root.to_path_buf() }
     }

@@ -25,9 +25,17 @@ pub struct Fetched {
     pub members: BTreeMap<String, PathBuf>,
 }
 
-pub fn run(workspace: &Workspace, cache: &Cache) -> Result<Fetched> {
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Try pinned downloads again that failed on an earlier run (by default a failed
+    /// download is remembered, so later runs go straight to the fallback offline)
+    #[arg(long)]
+    pub retry_downloads: bool,
+}
+
+pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<Fetched> {
     let started = Instant::now();
-    let fetched = resolve(workspace, cache, false)?;
+    let fetched = resolve(workspace, cache, args.retry_downloads)?;
     println!("wasi toolchain: {} ({}): {}", fetched.wasi.provider, fetched.wasi.clang.display(), fetched.wasi.reason);
     println!("guest rust: {} ({})", fetched.rust.version, fetched.rust.reason);
     println!("cpython members: {} verified in {}", fetched.members.len(), cache.root.display());

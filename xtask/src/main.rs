@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Resolve every pin of toolchains.lock into the verified cache (no network when cached)
-    Fetch,
+    Fetch(fetch::Args),
     /// Show every input and tool: where it was found, its version, whether it matches the pin
     Doctor,
     /// Build the sandbox guests into target/eryx/ (steps whose inputs did not change are skipped)
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     let workspace = workspace::Workspace::discover()?;
     let cache = cache::Cache::open(cli.cache_dir)?;
     match cli.command {
-        Command::Fetch => fetch::run(&workspace, &cache).map(|_| ()),
+        Command::Fetch(args) => fetch::run(&workspace, &cache, &args).map(|_| ()),
         Command::Doctor => doctor::run(&workspace, &cache),
         Command::BuildRuntime(args) => build_runtime::run(&workspace, &cache, &args).map(|_| ()),
         Command::Run(args) => conformance::run_code(&workspace, &cache, &args),

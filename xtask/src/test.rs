@@ -32,7 +32,7 @@ fn run_checked(mut command: Command, what: &str) -> Result<()> {
 
 pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
     // Fetch first so the tests that use the real wheel find it in the cache.
-    crate::fetch::run(workspace, cache)?;
+    crate::fetch::run(workspace, cache, &crate::fetch::Args::default())?;
     let mut workspace_tests = cargo();
     workspace_tests.current_dir(&workspace.root).args(["test", "--workspace", "--locked"]);
     run_checked(workspace_tests, "cargo test --workspace --locked")?;

@@ -112,6 +112,43 @@ def _install_callbacks():
 _callbacks_installed = False
 
 
+class _SelfPipelessEventLoops:
+    """Makes asyncio's selector event loops work in the sandbox.
+
+    A selector loop opens a socket pair (its "self-pipe") so other threads can wake it.
+    The sandbox has no sockets and the guest has one thread, so the self-pipe is both
+    impossible and unneeded: once `asyncio.selector_events` is first imported, its loop
+    class is patched to run without one. This finder only watches for that import.
+    """
+
+    def find_spec(self, name, path, target=None):
+        if name != "asyncio.selector_events":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        execute_module = spec.loader.exec_module
+
+        def exec_module(module):
+            execute_module(module)
+            loop_class = module.BaseSelectorEventLoop
+
+            def make_self_pipe(loop):
+                loop._ssock = loop._csock = None
+
+            loop_class._make_self_pipe = make_self_pipe
+            loop_class._close_self_pipe = lambda loop: None
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _SelfPipelessEventLoops())
+
+
 def _user_traceback(error):
     """Formats `error` without this file's frames, so line numbers are the user's."""
     tb = error.__traceback__
