@@ -54,28 +54,28 @@ impl Owned {
     }
 
     fn tuple(items: Vec<Owned>) -> Result<Owned, String> {
-        // SAFETY: a fresh tuple of the right length; `PyTuple_SetItem` steals each item.
-        unsafe {
-            let tuple = Owned::from_new(ffi::PyTuple_New(items.len() as _))?;
-            for (index, item) in items.into_iter().enumerate() {
-                if ffi::PyTuple_SetItem(tuple.as_ptr(), index as _, item.into_ptr()) != 0 {
-                    return Err(take_error());
-                }
-            }
-            Ok(tuple)
-        }
+        Owned::sequence(items, ffi::PyTuple_New, ffi::PyTuple_SetItem)
     }
 
     fn list(items: Vec<Owned>) -> Result<Owned, String> {
-        // SAFETY: a fresh list of the right length; `PyList_SetItem` steals each item.
+        Owned::sequence(items, ffi::PyList_New, ffi::PyList_SetItem)
+    }
+
+    /// A fresh tuple or list holding `items`; `set_item` steals each item's reference.
+    fn sequence(
+        items: Vec<Owned>,
+        new: unsafe extern "C" fn(ffi::Py_ssize_t) -> *mut ffi::PyObject,
+        set_item: unsafe extern "C" fn(*mut ffi::PyObject, ffi::Py_ssize_t, *mut ffi::PyObject) -> std::ffi::c_int,
+    ) -> Result<Owned, String> {
+        // SAFETY: a fresh sequence of the right length, filled once per index.
         unsafe {
-            let list = Owned::from_new(ffi::PyList_New(items.len() as _))?;
+            let sequence = Owned::from_new(new(items.len() as _))?;
             for (index, item) in items.into_iter().enumerate() {
-                if ffi::PyList_SetItem(list.as_ptr(), index as _, item.into_ptr()) != 0 {
+                if set_item(sequence.as_ptr(), index as _, item.into_ptr()) != 0 {
                     return Err(take_error());
                 }
             }
-            Ok(list)
+            Ok(sequence)
         }
     }
 
