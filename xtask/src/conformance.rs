@@ -36,8 +36,7 @@ pub struct ConformanceArgs {
 
 /// `cargo run -p eryx-host -- ARGS`, with the host workspace's own cargo.
 pub fn host_command(workspace: &Workspace) -> Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = crate::workspace::host_cargo();
     command.current_dir(&workspace.root).args(["run", "--quiet", "--package", "eryx-host", "--"]);
     command
 }

@@ -8,17 +8,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::cache::Cache;
 use crate::conformance::{self, ConformanceArgs};
-use crate::workspace::Workspace;
+use crate::workspace::{host_cargo, Workspace};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Skip the conformance suite (cargo tests only)
     #[arg(long)]
     pub no_conformance: bool,
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn run_checked(mut command: Command, what: &str) -> Result<()> {
@@ -33,12 +29,12 @@ fn run_checked(mut command: Command, what: &str) -> Result<()> {
 pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
     // Fetch first so the tests that use the real wheel find it in the cache.
     crate::fetch::run(workspace, cache, &crate::fetch::Args::default())?;
-    let mut workspace_tests = cargo();
+    let mut workspace_tests = host_cargo();
     workspace_tests.current_dir(&workspace.root).args(["test", "--workspace", "--locked"]);
     run_checked(workspace_tests, "cargo test --workspace --locked")?;
 
     // The guest ABI crate's value-stack and dispatch tests run on the host target too.
-    let mut abi_tests = cargo();
+    let mut abi_tests = host_cargo();
     abi_tests
         .current_dir(&workspace.root)
         .args(["test", "--locked", "--manifest-path", "crates/guest-workspace/Cargo.toml", "-p", "eryx-guest-abi"])

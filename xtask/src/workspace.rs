@@ -42,3 +42,8 @@ impl Workspace {
         self.root.join(relative)
     }
 }
+
+/// The cargo that runs this xtask (cargo sets `CARGO` for `cargo run`), for nested host builds.
+pub fn host_cargo() -> std::process::Command {
+    std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
