@@ -1,11 +1,13 @@
 //! `cargo xtask build-runtime`: pinned inputs → `target/eryx/runtime-<variant>.wasm` and
 //! `target/eryx/manifest.json`. The steps, each skipped when its inputs are unchanged:
 //!
-//! 1. the guest staticlib (`-Z build-std`, PIC, its own target directory);
+//! 1. the guest staticlib (`-Z build-std`, PIC, its own target directory, the pinned
+//!    build stamp of `stamp.rs`);
 //! 2. the variant's C stubs, with the chosen WASI clang;
-//! 3. the runtime shared library (whole staticlib + stubs);
-//! 4. the CPython stdlib, extracted and packed (variants that mount it);
-//! 5. the wit-dylib bindings library for `wit/runtime.wit`;
+//! 3. the wit-dylib bindings library for `wit/runtime.wit`;
+//! 4. the runtime shared library (whole staticlib + stubs), exporting only what the
+//!    bindings and the pinned libraries import from it, names stripped;
+//! 5. the CPython stdlib, extracted and packed (variants that mount it);
 //! 6. the component, linked by wit-component's `Linker` from the pinned libraries;
 //! 7. the manifest: every artifact's path, size and sha256, and the pins that made it.
 
@@ -21,6 +23,7 @@ use xshell::{cmd, Shell};
 use crate::archive::{self, Compression};
 use crate::cache::{self, sha256_file, write_atomic, Cache};
 use crate::fetch::{self, Fetched};
+use crate::stamp::{self, Stamp};
 use crate::steps::{Fingerprint, Runner};
 use crate::variant::{self, Variant};
 use crate::workspace::Workspace;
@@ -35,6 +38,23 @@ pub struct Args {
 const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
 const STDLIB_MEMBER: &str = "python-stdlib.tar";
 const GUEST_RUSTFLAGS: &str = "-C relocation-model=pic";
+/// Where the checkout and cargo's home appear in the guests' panic messages, whatever
+/// their real paths: the guests' bytes do not depend on where they were built.
+const REMAPPED_WORKSPACE: &str = "/eryx";
+const REMAPPED_CARGO_HOME: &str = "/cargo";
+
+/// The guest rustc flags: PIC, and the machine's paths remapped. Passed through
+/// `CARGO_ENCODED_RUSTFLAGS`, so paths with spaces stay whole.
+fn guest_rustflags(workspace: &Workspace) -> Vec<String> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let mut flags: Vec<String> = GUEST_RUSTFLAGS.split(' ').map(str::to_owned).collect();
+    flags.push(format!("--remap-path-prefix={}={REMAPPED_WORKSPACE}", workspace.root.display()));
+    flags.push(format!("--remap-path-prefix={}={REMAPPED_CARGO_HOME}", cargo_home.display()));
+    flags
+}
 
 /// Builds the requested variants; returns the manifest path.
 pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<PathBuf> {
@@ -44,13 +64,14 @@ pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<PathBuf>
         _ => variant::ALL.iter().collect(),
     };
     let fetched = fetch::resolve(workspace, cache, false)?;
+    let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
     println!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason);
     println!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason);
     let artifacts = workspace.artifacts_dir();
     let mut runner = Runner::new(artifacts.join(".steps"));
     let clang_version = fetched.wasi.version();
     for variant in &variants {
-        build_variant(workspace, &fetched, &clang_version, variant, &mut runner)?;
+        build_variant(workspace, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
     let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
     println!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
@@ -98,6 +119,7 @@ fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
 fn build_variant(
     workspace: &Workspace,
     fetched: &Fetched,
+    stamp: &Stamp,
     clang_version: &str,
     variant: &Variant,
     runner: &mut Runner,
@@ -110,14 +132,16 @@ fn build_variant(
     // 1. The guest staticlib.
     let guest_target = workspace.guest_target_dir();
     let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
+    let rustflags = guest_rustflags(workspace);
     let mut inputs = Fingerprint::default();
     for source in variant.guest_sources {
         inputs.tree(&workspace.path(source))?;
     }
     inputs
         .text("rustc", &fetched.rust.version)
-        .text("rustflags", GUEST_RUSTFLAGS)
-        .text("target", target);
+        .text("rustflags", &rustflags.join("\x1f"))
+        .text("target", target)
+        .text("build-stamp", &stamp.commit);
     runner.step(&format!("{}: guest staticlib", variant.name), &inputs, &[&staticlib], || {
         let shell = Shell::new()?;
         shell.change_dir(&workspace.root);
@@ -130,8 +154,11 @@ fn build_variant(
             "{cargo} {toolchain...} build --release --locked -Z build-std=panic_abort,std --target {target} --manifest-path {manifest} -p {package} --target-dir {guest_target}"
         ))
         .env("RUSTC", &fetched.rust.rustc)
-        .env("RUSTFLAGS", GUEST_RUSTFLAGS);
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
         for (key, value) in &fetched.rust.env {
+            command = command.env(key, value);
+        }
+        for (key, value) in stamp.env() {
             command = command.env(key, value);
         }
         command
@@ -159,33 +186,7 @@ fn build_variant(
         objects.push(object);
     }
 
-    // 3. The runtime shared library.
-    let runtime_library = build_dir.join(variant.runtime_library);
-    let mut inputs = Fingerprint::default();
-    inputs.file(&staticlib)?.text("clang", clang_version);
-    for object in &objects {
-        inputs.file(object)?;
-    }
-    runner.step(&format!("{}: link {}", variant.name, variant.runtime_library), &inputs, &[&runtime_library], || {
-        let shell = Shell::new()?;
-        let clang = &fetched.wasi.clang;
-        let temporary = cache::temporary_sibling(&runtime_library);
-        cmd!(
-            shell,
-            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--strip-debug -Wl,--whole-archive {staticlib} -Wl,--no-whole-archive {objects...} -o {temporary}"
-        )
-        .run()
-        .with_context(|| format!("link {}", variant.runtime_library))?;
-        fs::rename(&temporary, &runtime_library)?;
-        Ok(())
-    })?;
-
-    // 4. The stdlib, for variants that mount it.
-    if variant.mounts_stdlib {
-        build_stdlib(&artifacts, fetched, runner)?;
-    }
-
-    // 5. The bindings library.
+    // 3. The bindings library (first: it decides what the runtime library exports).
     let wit_dir = workspace.path("wit");
     let bindings = build_dir.join("libcomponent_bindings.so");
     let mut inputs = Fingerprint::default();
@@ -194,6 +195,41 @@ fn build_variant(
         let bytes = generate_bindings(&wit_dir, variant.runtime_library)?;
         write_atomic(&bindings, &bytes)
     })?;
+
+    // 4. The runtime shared library, exporting only what the bindings and the other
+    // libraries import from it, without its name section.
+    let runtime_library = build_dir.join(variant.runtime_library);
+    let mut exports = imports_of(&fs::read(&bindings)?)?;
+    exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
+    let export_flags: Vec<String> = exports.iter().map(|name| format!("-Wl,--export-if-defined={name}")).collect();
+    let mut inputs = Fingerprint::default();
+    inputs.file(&staticlib)?.text("clang", clang_version).text("exports", &exports.join(","));
+    for object in &objects {
+        inputs.file(object)?;
+    }
+    runner.step(&format!("{}: link {}", variant.name, variant.runtime_library), &inputs, &[&runtime_library], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        // The temporary output has the final name (a library's name section would carry
+        // it), in a directory of its own.
+        let temporary_dir = cache::temporary_sibling(&build_dir.join("link"));
+        fs::create_dir_all(&temporary_dir)?;
+        let temporary = temporary_dir.join(variant.runtime_library);
+        cmd!(
+            shell,
+            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all -Wl,--whole-archive {staticlib} -Wl,--no-whole-archive {objects...} -o {temporary}"
+        )
+        .run()
+        .with_context(|| format!("link {}", variant.runtime_library))?;
+        fs::rename(&temporary, &runtime_library)?;
+        fs::remove_dir_all(&temporary_dir)?;
+        Ok(())
+    })?;
+
+    // 5. The stdlib, for variants that mount it.
+    if variant.mounts_stdlib {
+        build_stdlib(&artifacts, fetched, runner)?;
+    }
 
     // 6. The component.
     let component = artifacts.join(variant.component);
@@ -229,6 +265,20 @@ fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Res
         write_atomic(&packed, &compressed)
     })?;
     Ok(())
+}
+
+/// The names `library` (a shared library) imports: what the runtime library must export
+/// for it. Names the runtime library does not define are left to the other libraries.
+fn imports_of(library: &[u8]) -> Result<Vec<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(library) {
+        if let wasmparser::Payload::ImportSection(reader) = payload.context("parse the bindings library")? {
+            for import in reader.into_imports() {
+                names.insert(import.context("parse the bindings' imports")?.name.to_owned());
+            }
+        }
+    }
+    Ok(names.into_iter().collect())
 }
 
 /// The wit-dylib bindings for the world in `wit_dir`, with the world's type embedded so
@@ -310,7 +360,7 @@ fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str,
             },
             "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
             "wasi_toolchain": { "provider": fetched.wasi.provider, "clang": clang_version, "wasi_sdk_pin": lock.wasi_sdk.version },
-            "guest_rust": { "version": fetched.rust.version, "target": lock.rust_guest.target, "rustflags": GUEST_RUSTFLAGS },
+            "guest_rust": { "version": fetched.rust.version, "target": lock.rust_guest.target, "rustflags": GUEST_RUSTFLAGS, "remapped_paths": [REMAPPED_WORKSPACE, REMAPPED_CARGO_HOME], "source_date_epoch": stamp::SOURCE_DATE_EPOCH },
         },
     });
     let mut text = serde_json::to_string_pretty(&manifest)?;

@@ -13,7 +13,7 @@ use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The variant to run
+    /// The variant to run: `cpython` or `rustpython`
     #[arg(long, default_value = "cpython")]
     pub variant: String,
     /// Python code; each -c is one `execute` on the same sandbox, in order
@@ -32,6 +32,9 @@ pub struct ConformanceArgs {
     /// Also write the results as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Fail when a variant passes fewer than this share of the cases (host default: 90)
+    #[arg(long, value_name = "PERCENT")]
+    pub min_pass_percent: Option<f64>,
 }
 
 /// `cargo run -p eryx-host -- ARGS`, with the host workspace's own cargo.
@@ -81,6 +84,9 @@ pub fn run_suite(workspace: &Workspace, cache: &Cache, args: &ConformanceArgs) -
     }
     if let Some(json) = &args.json {
         command.arg("--json").arg(json);
+    }
+    if let Some(percent) = args.min_pass_percent {
+        command.arg("--min-pass-percent").arg(percent.to_string());
     }
     exec(command, "the conformance suite")
 }

@@ -11,6 +11,7 @@ mod download;
 mod fetch;
 mod lock;
 mod members;
+mod stamp;
 mod steps;
 mod system;
 mod test;

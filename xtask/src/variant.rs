@@ -10,6 +10,9 @@ pub struct Variant {
     pub guest_sources: &'static [&'static str],
     /// C sources compiled with the WASI clang and linked into the runtime library.
     pub c_stubs: &'static [&'static str],
+    /// Symbols the stubs define for the pinned libraries; the runtime library exports them
+    /// (besides what the bindings import) and nothing else.
+    pub stub_exports: &'static [&'static str],
     /// The shared library the guest becomes; also the wit-dylib interpreter name.
     pub runtime_library: &'static str,
     /// Pinned CPython-set members that join the component, in link-priority order.
@@ -27,6 +30,7 @@ pub const CPYTHON: Variant = Variant {
     guest_package: "eryx-wasm-runtime",
     guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE, "crates/eryx-wasm-runtime"],
     c_stubs: &["crates/eryx-wasm-runtime/clock_stubs.c"],
+    stub_exports: &["_CLOCK_PROCESS_CPUTIME_ID", "_CLOCK_THREAD_CPUTIME_ID"],
     runtime_library: "liberyx_runtime.so",
     pinned_libraries: &[
         "libwasi-emulated-mman.so",
@@ -42,7 +46,27 @@ pub const CPYTHON: Variant = Variant {
     component: "runtime-cpython.wasm",
 };
 
-pub const ALL: &[Variant] = &[CPYTHON];
+/// RustPython as a library, its stdlib frozen in: nothing to mount, no libpython, no C++.
+pub const RUSTPYTHON: Variant = Variant {
+    name: "rustpython",
+    guest_package: "eryx-rustpython-runtime",
+    guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE, "crates/eryx-rustpython-runtime"],
+    c_stubs: &["crates/eryx-rustpython-runtime/signal_stubs.c"],
+    // Used by the runtime library itself; no other library needs it.
+    stub_exports: &[],
+    runtime_library: "liberyx_rustpython.so",
+    pinned_libraries: &[
+        "libwasi-emulated-mman.so",
+        "libwasi-emulated-process-clocks.so",
+        "libwasi-emulated-getpid.so",
+        "libwasi-emulated-signal.so",
+        "libc.so",
+    ],
+    mounts_stdlib: false,
+    component: "runtime-rustpython.wasm",
+};
+
+pub const ALL: &[Variant] = &[CPYTHON, RUSTPYTHON];
 
 pub fn by_name(name: &str) -> anyhow::Result<&'static Variant> {
     ALL.iter().find(|variant| variant.name == name).ok_or_else(|| {
@@ -57,5 +81,33 @@ impl Variant {
     /// The staticlib cargo produces for the guest crate.
     pub fn staticlib_name(&self) -> String {
         format!("lib{}.a", self.guest_package.replace('-', "_"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_variant_names_what_exists() {
+        let guest_workspace = std::fs::read_to_string(root().join(GUEST_WORKSPACE).join("Cargo.toml")).unwrap();
+        for variant in ALL {
+            for path in variant.guest_sources.iter().chain(variant.c_stubs) {
+                assert!(root().join(path).exists(), "{}: {path} does not exist", variant.name);
+            }
+            let crate_dir = variant.guest_sources.last().unwrap();
+            let manifest = std::fs::read_to_string(root().join(crate_dir).join("Cargo.toml")).unwrap();
+            assert!(manifest.contains(&format!("name = \"{}\"", variant.guest_package)), "{}", variant.name);
+            let member = format!("\"../{}\"", crate_dir.trim_start_matches("crates/"));
+            assert!(guest_workspace.contains(&member), "{} is not a guest workspace member", variant.guest_package);
+            assert!(variant.pinned_libraries.contains(&"libc.so"), "{} links no libc", variant.name);
+        }
+        let names: std::collections::BTreeSet<_> = ALL.iter().map(|variant| variant.name).collect();
+        assert_eq!(names.len(), ALL.len(), "variant names must be unique");
+        assert!(by_name("pypy").unwrap_err().to_string().contains("known: cpython, rustpython"));
     }
 }

@@ -12,6 +12,17 @@
 mod ffi;
 mod stack;
 
+/// The Python half every backend runs: the persistent namespace, output capture,
+/// tracebacks, snapshots and the callback wrappers, written once in Python. A backend
+/// creates the module [`MODULE`](python_runtime::MODULE), gives it the three host
+/// functions the source names, runs [`SOURCE`](python_runtime::SOURCE) in it and then
+/// calls its `execute`, `snapshot`, `restore` and `clear`.
+pub mod python_runtime {
+    pub const SOURCE: &str = include_str!("eryx_runtime.py");
+    pub const MODULE: &str = "_eryx_runtime";
+    pub const FILENAME: &str = "<eryx-runtime>";
+}
+
 use std::cell::RefCell;
 
 pub use stack::Value;

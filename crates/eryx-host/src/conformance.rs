@@ -29,6 +29,9 @@ pub struct Args {
     /// Also write the results as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Fail when a variant passes fewer than this share of the cases (skips count against it)
+    #[arg(long, value_name = "PERCENT", default_value_t = 90.0)]
+    pub min_pass_percent: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,12 +329,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         results.insert(name.clone(), outcomes);
     }
     print!("{}", report(&cases, &variant_names, &results));
-    let count = |wanted: fn(&Outcome) -> bool| results.values().flatten().filter(|outcome| wanted(outcome)).count();
-    let (passed, failed, skipped) = (
-        count(|outcome| matches!(outcome, Outcome::Pass)),
-        count(|outcome| matches!(outcome, Outcome::Fail(_))),
-        count(|outcome| matches!(outcome, Outcome::Skip(_))),
-    );
+    let shares: Vec<Share> = variant_names.iter().map(|name| pass_share(&results[name])).collect();
+    let (passed, failed, skipped) = shares.iter().fold((0, 0, 0), |(passed, failed, skipped), share| {
+        (passed + share.passed, failed + share.failed, skipped + share.skipped)
+    });
     if let Some(path) = &args.json {
         let entries: Vec<_> = cases
             .iter()
@@ -351,8 +352,60 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let document = json!({"results": entries, "passed": passed, "failed": failed, "skipped": skipped});
         std::fs::write(path, serde_json::to_string_pretty(&document)? + "\n").with_context(|| format!("write {}", path.display()))?;
     }
+    let mut below_share = Vec::new();
+    for (name, share) in variant_names.iter().zip(&shares) {
+        println!("{name}: {share}");
+        if share.percent() < args.min_pass_percent {
+            below_share.push(format!("{name} passes {:.1}% of the cases, below --min-pass-percent {}", share.percent(), args.min_pass_percent));
+        }
+    }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    for message in &below_share {
+        eprintln!("error: {message}");
+    }
+    Ok(if failed == 0 && below_share.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One variant's outcome counts.
+#[derive(Debug, PartialEq)]
+struct Share {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+impl Share {
+    /// The passing share of all cases; a skipped case counts as not passing.
+    fn percent(&self) -> f64 {
+        let total = self.passed + self.failed + self.skipped;
+        if total == 0 {
+            return 100.0;
+        }
+        self.passed as f64 * 100.0 / total as f64
+    }
+}
+
+impl std::fmt::Display for Share {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total = self.passed + self.failed + self.skipped;
+        write!(
+            formatter,
+            "{}/{total} passed ({:.1}%), {} failed, {} skipped",
+            self.passed,
+            self.percent(),
+            self.failed,
+            self.skipped
+        )
+    }
+}
+
+fn pass_share(outcomes: &[Outcome]) -> Share {
+    let count = |wanted: fn(&Outcome) -> bool| outcomes.iter().filter(|outcome| wanted(outcome)).count();
+    Share {
+        passed: count(|outcome| matches!(outcome, Outcome::Pass)),
+        failed: count(|outcome| matches!(outcome, Outcome::Fail(_))),
+        skipped: count(|outcome| matches!(outcome, Outcome::Skip(_))),
+    }
 }
 
 /// The case × variant table.
@@ -452,5 +505,17 @@ steps = [
         assert!(check(&expect, Err(crate::ExecError::Python("NameError: x".into()))).is_ok());
         let timeout = crate::ExecError::Timeout(Duration::from_millis(100));
         assert!(check(&expect, Err(timeout)).unwrap_err().contains("timeout"));
+    }
+
+    #[test]
+    fn skipped_cases_count_against_the_pass_share() {
+        let outcomes: Vec<Outcome> = (0..18)
+            .map(|_| Outcome::Pass)
+            .chain([Outcome::Skip("no module".into()), Outcome::Fail("differs".into())])
+            .collect();
+        let share = pass_share(&outcomes);
+        assert_eq!(share, Share { passed: 18, failed: 1, skipped: 1 });
+        assert_eq!(share.percent(), 90.0);
+        assert_eq!(share.to_string(), "18/20 passed (90.0%), 1 failed, 1 skipped");
     }
 }

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use callbacks::{Callback, Callbacks, TraceEvent};
 pub use manifest::{Manifest, VariantEntry};
@@ -32,6 +33,8 @@ mod bindings {
 
 /// How often the epoch ticker advances; the timeout's resolution.
 const TICK: Duration = Duration::from_millis(10);
+/// How much of the guest's own stderr a sandbox keeps (to explain a trap).
+const GUEST_STDERR_BYTES: usize = 64 * 1024;
 
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone)]
@@ -175,6 +178,10 @@ impl Runtime {
         for (key, value) in &self.variant.env {
             wasi.env(key, value);
         }
+        // The guest's own stderr (not the user's, which `execute` captures) carries the
+        // reason of a guest panic; it is kept to explain traps.
+        let guest_stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
+        wasi.stderr(guest_stderr.clone());
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -188,7 +195,7 @@ impl Runtime {
         let instance = bindings::Sandbox::instantiate(&mut store, &self.component, &self.linker)
             .map_err(anyhow::Error::from)
             .context("instantiate the component")?;
-        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None })
+        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -203,6 +210,7 @@ pub struct Sandbox {
     limits: Limits,
     /// Set after a trap: the instance must not be entered again.
     poisoned: Option<ExecError>,
+    guest_stderr: MemoryOutputPipe,
 }
 
 impl Sandbox {
@@ -231,7 +239,14 @@ impl Sandbox {
             _ if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") => {
                 ExecError::MemoryLimit(self.limits.memory_bytes)
             }
-            _ => ExecError::Trap(text),
+            _ => {
+                let said = String::from_utf8_lossy(&self.guest_stderr.contents()).trim().to_owned();
+                if said.is_empty() {
+                    ExecError::Trap(text)
+                } else {
+                    ExecError::Trap(format!("{said}\n{text}"))
+                }
+            }
         };
         self.poisoned = Some(classified.clone());
         classified

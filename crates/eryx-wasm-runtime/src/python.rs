@@ -6,10 +6,7 @@ use std::ptr;
 
 use pyo3_ffi as ffi;
 
-/// The Python half of the runtime.
-const RUNTIME_SOURCE: &str = include_str!("eryx_runtime.py");
-const RUNTIME_MODULE: &CStr = c"_eryx_runtime";
-const RUNTIME_FILENAME: &CStr = c"<eryx-runtime>";
+use eryx_guest_abi::python_runtime;
 
 /// A strong reference, released when dropped.
 pub struct Owned(ptr::NonNull<ffi::PyObject>);
@@ -197,22 +194,28 @@ pub fn initialize() -> Result<HelperModule, String> {
     }
     // SAFETY: C API calls with live objects and NUL-terminated names throughout.
     unsafe {
-        let module = Owned::from_borrowed(ffi::PyImport_AddModule(RUNTIME_MODULE.as_ptr()))?;
+        let module_name = c_string(python_runtime::MODULE)?;
+        let module = Owned::from_borrowed(ffi::PyImport_AddModule(module_name.as_ptr()))?;
         let namespace = Owned::from_borrowed(ffi::PyModule_GetDict(module.as_ptr()))?;
         let builtins = Owned::from_new(ffi::PyImport_ImportModule(c"builtins".as_ptr()))?;
         set_item(&namespace, c"__builtins__", builtins)?;
         for (name, function) in HOST_FUNCTIONS.iter() {
             set_item(&namespace, name, function_object(name, *function)?)?;
         }
-        let source = CString::new(RUNTIME_SOURCE).map_err(|error| error.to_string())?;
+        let source = c_string(python_runtime::SOURCE)?;
+        let filename = c_string(python_runtime::FILENAME)?;
         let code = Owned::from_new(ffi::Py_CompileString(
             source.as_ptr(),
-            RUNTIME_FILENAME.as_ptr(),
+            filename.as_ptr(),
             ffi::Py_file_input,
         ))?;
         Owned::from_new(ffi::PyEval_EvalCode(code.as_ptr(), namespace.as_ptr(), namespace.as_ptr()))?;
         Ok(HelperModule { module })
     }
+}
+
+fn c_string(text: &str) -> Result<CString, String> {
+    CString::new(text).map_err(|error| error.to_string())
 }
 
 fn set_item(namespace: &Owned, name: &CStr, value: Owned) -> Result<(), String> {

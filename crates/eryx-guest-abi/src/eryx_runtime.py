@@ -1,13 +1,13 @@
-"""The Python half of the eryx CPython guest.
+"""The Python half of every eryx guest (CPython and RustPython alike).
 
-The Rust side creates the module `_eryx_runtime`, injects three host functions and then runs
-this file in it:
+The Rust backend creates the module `_eryx_runtime`, injects three host functions and then
+runs this file in it:
 
 - `_host_invoke(name, arguments_json) -> (ok, text)` calls the world's `invoke` import;
 - `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`;
 - `_host_report_trace(lineno, event_json, context_json)`.
 
-The Rust side then calls `execute`, `snapshot`, `restore` and `clear` below. Each of them
+The backend then calls `execute`, `snapshot`, `restore` and `clear` below. Each of them
 reports failures as values, never by raising, so the Rust side only converts results.
 """
 
@@ -130,20 +130,35 @@ class _SelfPipelessEventLoops:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
-        execute_module = spec.loader.exec_module
-
-        def exec_module(module):
-            execute_module(module)
-            loop_class = module.BaseSelectorEventLoop
-
-            def make_self_pipe(loop):
-                loop._ssock = loop._csock = None
-
-            loop_class._make_self_pipe = make_self_pipe
-            loop_class._close_self_pipe = lambda loop: None
-
-        spec.loader.exec_module = exec_module
+        # A wrapping loader rather than a patched one: the original loader may be shared
+        # by other modules (RustPython's frozen-module importer is a class).
+        spec.loader = _PatchingLoader(spec.loader, _drop_self_pipe)
         return spec
+
+
+class _PatchingLoader:
+    """Runs `loader` and then `patch(module)`."""
+
+    def __init__(self, loader, patch):
+        self._loader = loader
+        self._patch = patch
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._patch(module)
+
+
+def _drop_self_pipe(module):
+    loop_class = module.BaseSelectorEventLoop
+
+    def make_self_pipe(loop):
+        loop._ssock = loop._csock = None
+
+    loop_class._make_self_pipe = make_self_pipe
+    loop_class._close_self_pipe = lambda loop: None
 
 
 sys.meta_path.insert(0, _SelfPipelessEventLoops())

@@ -1,0 +1,180 @@
+//! The RustPython backend of the eryx guest.
+//!
+//! RustPython is embedded as a library, its standard library frozen into the binary. The
+//! wit-dylib ABI layer (`eryx-guest-abi`) calls [`RustPython`] for each export; like the
+//! CPython backend, it runs the shared Python half (`eryx_guest_abi::python_runtime`) in a
+//! module of its own, gives that module the three host functions, and only converts values
+//! on the way in and out.
+
+use eryx_guest_abi::{python_runtime, Backend, ExecuteOutput};
+use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
+use rustpython::vm::scope::Scope;
+use rustpython::vm::{PyObjectRef, PyResult, Settings, VirtualMachine};
+use rustpython::{Interpreter, InterpreterBuilder, InterpreterBuilderExt};
+
+eryx_guest_abi::export_backend!(RustPython::start);
+
+/// The RustPython interpreter with the runtime helper loaded.
+pub struct RustPython {
+    interpreter: Interpreter,
+    /// The namespace of the helper module (`_eryx_runtime`).
+    helper: PyDictRef,
+}
+
+impl RustPython {
+    fn start() -> Self {
+        let mut settings = Settings::default();
+        // The sandbox has no site-packages, never writes bytecode and has no signals.
+        settings.import_site = false;
+        settings.write_bytecode = false;
+        settings.install_signal_handlers = false;
+        settings.safe_path = true;
+        let interpreter = InterpreterBuilder::new().settings(settings).init_stdlib().interpreter();
+        let helper = interpreter.enter(|vm| load_helper(vm).map_err(|error| describe(vm, error)));
+        match helper {
+            Ok(helper) => RustPython { interpreter, helper },
+            // Without the helper no export can do anything; trap with the reason.
+            Err(error) => panic!("starting RustPython failed: {error}"),
+        }
+    }
+
+    /// Calls the helper's `name` with `arguments` and converts the result. The helper
+    /// reports the user's failures as values; an exception escaping it is a runtime bug,
+    /// which comes back as its traceback.
+    fn call<T>(
+        &self,
+        name: &str,
+        arguments: impl FnOnce(&VirtualMachine) -> Vec<PyObjectRef>,
+        convert: impl FnOnce(&VirtualMachine, PyObjectRef) -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.interpreter.enter(|vm| {
+            let result = self
+                .helper
+                .get_item(name, vm)
+                .and_then(|function| function.call(arguments(vm), vm))
+                .map_err(|error| describe(vm, error))?;
+            convert(vm, result)
+        })
+    }
+}
+
+impl Backend for RustPython {
+    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String> {
+        let code = code.to_owned();
+        self.call(
+            "execute",
+            |vm| vec![vm.ctx.new_str(code).into()],
+            |vm, result| {
+                let [stdout, stderr, error] = items(&result)?;
+                if vm.is_none(&error) {
+                    Ok(ExecuteOutput { stdout: text(&stdout)?, stderr: text(&stderr)? })
+                } else {
+                    Err(text(&error)?)
+                }
+            },
+        )
+    }
+
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+        self.call(
+            "snapshot",
+            |_| Vec::new(),
+            |vm, result| {
+                let [data, error] = items(&result)?;
+                if !vm.is_none(&error) {
+                    return Err(text(&error)?);
+                }
+                let bytes = data.downcast_ref::<PyBytes>().ok_or("snapshot did not return bytes")?;
+                Ok(bytes.as_bytes().to_vec())
+            },
+        )
+    }
+
+    fn restore_state(&mut self, data: &[u8]) -> Result<(), String> {
+        let data = data.to_vec();
+        self.call(
+            "restore",
+            |vm| vec![vm.ctx.new_bytes(data).into()],
+            |vm, error| if vm.is_none(&error) { Ok(()) } else { Err(text(&error)?) },
+        )
+    }
+
+    fn clear_state(&mut self) {
+        // As in the CPython backend: a failure of `clear` is a runtime bug, and losing the
+        // sandbox to a trap is better than silently keeping stale state.
+        if let Err(error) = self.call("clear", |_| Vec::new(), |_, _| Ok(())) {
+            panic!("clear-state failed: {error}");
+        }
+    }
+}
+
+/// Creates `_eryx_runtime`, gives it the host functions and runs the Python half in it.
+fn load_helper(vm: &VirtualMachine) -> PyResult<PyDictRef> {
+    // The user's namespace is `__main__`, as in CPython; an embedded interpreter starts
+    // without one.
+    vm.ensure_main_module()?;
+    let namespace = vm.ctx.new_dict();
+    let module = vm.new_module(python_runtime::MODULE, namespace.clone(), None);
+    vm.sys_module.get_attr("modules", vm)?.set_item(python_runtime::MODULE, module.into(), vm)?;
+    namespace.set_item("_host_invoke", vm.new_function("_host_invoke", host_invoke).into(), vm)?;
+    namespace.set_item(
+        "_host_list_callbacks",
+        vm.new_function("_host_list_callbacks", host_list_callbacks).into(),
+        vm,
+    )?;
+    namespace.set_item(
+        "_host_report_trace",
+        vm.new_function("_host_report_trace", host_report_trace).into(),
+        vm,
+    )?;
+    let scope = Scope::with_builtins(None, namespace.clone(), vm);
+    vm.run_string(scope, python_runtime::SOURCE, python_runtime::FILENAME)?;
+    Ok(namespace)
+}
+
+/// `_host_invoke(name, arguments_json) -> (ok, text)`.
+fn host_invoke(name: PyStrRef, arguments_json: PyStrRef, vm: &VirtualMachine) -> PyObjectRef {
+    let (ok, payload) = match eryx_guest_abi::invoke(&name.to_string_lossy(), &arguments_json.to_string_lossy()) {
+        Ok(result) => (true, result),
+        Err(error) => (false, error),
+    };
+    vm.ctx.new_tuple(vec![vm.ctx.new_bool(ok).into(), vm.ctx.new_str(payload).into()]).into()
+}
+
+/// `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`.
+fn host_list_callbacks(vm: &VirtualMachine) -> PyObjectRef {
+    let callbacks = eryx_guest_abi::list_callbacks()
+        .into_iter()
+        .map(|callback| {
+            let fields = [callback.name, callback.description, callback.parameters_schema_json];
+            vm.ctx.new_tuple(fields.into_iter().map(|field| vm.ctx.new_str(field).into()).collect()).into()
+        })
+        .collect();
+    vm.ctx.new_list(callbacks).into()
+}
+
+/// `_host_report_trace(lineno, event_json, context_json) -> None`.
+fn host_report_trace(lineno: u32, event_json: PyStrRef, context_json: PyStrRef) {
+    eryx_guest_abi::report_trace(lineno, &event_json.to_string_lossy(), &context_json.to_string_lossy());
+}
+
+/// The items of a tuple of known length.
+fn items<const N: usize>(object: &PyObjectRef) -> Result<[PyObjectRef; N], String> {
+    let tuple = object.downcast_ref::<PyTuple>().ok_or("the runtime helper did not return a tuple")?;
+    <[PyObjectRef; N]>::try_from(tuple.as_slice().to_vec())
+        .map_err(|items| format!("the runtime helper returned {} items, expected {N}", items.len()))
+}
+
+fn text(object: &PyObjectRef) -> Result<String, String> {
+    let string = object.downcast_ref::<PyStr>().ok_or("the runtime helper did not return a str")?;
+    Ok(string.to_string_lossy().into_owned())
+}
+
+/// An exception as its traceback text.
+fn describe(vm: &VirtualMachine, error: rustpython::vm::builtins::PyBaseExceptionRef) -> String {
+    let mut text = String::new();
+    if vm.write_exception(&mut text, &error).is_err() {
+        text = "an exception that could not be formatted".to_owned();
+    }
+    text.trim_end().to_owned()
+}
