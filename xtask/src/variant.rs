@@ -108,6 +108,7 @@ mod tests {
         }
         let names: std::collections::BTreeSet<_> = ALL.iter().map(|variant| variant.name).collect();
         assert_eq!(names.len(), ALL.len(), "variant names must be unique");
-        assert!(by_name("pypy").unwrap_err().to_string().contains("known: cpython, rustpython"));
+        let unknown = by_name("pypy").err().expect("pypy is not a variant").to_string();
+        assert!(unknown.contains("known: cpython, rustpython"), "{unknown}");
     }
 }
