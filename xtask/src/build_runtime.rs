@@ -235,7 +235,7 @@ fn build_variant(
     let component = artifacts.join(variant.component);
     let adapter = member(fetched, ADAPTER_MEMBER)?;
     let mut libraries: Vec<(String, PathBuf)> = Vec::new();
-    for name in variant.pinned_libraries {
+    for name in variant.pinned_libraries() {
         libraries.push((name.to_string(), member(fetched, name)?.to_path_buf()));
     }
     libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
@@ -334,7 +334,7 @@ fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str,
         let mut entry = json!({
             "component": artifact_entry(&artifacts, &artifacts.join(variant.component))?,
             "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
-            "pinned_libraries": variant.pinned_libraries,
+            "pinned_libraries": variant.pinned_libraries(),
             "env": {},
         });
         if variant.mounts_stdlib {

@@ -116,7 +116,11 @@ pub fn run(workspace: &Workspace, cache: &Cache) -> Result<()> {
     package_rows(&lock.rust_guest.system.debian_packages, &mut rows, true);
 
     // Host tools.
-    for (tool, fix) in [("python3", "apt-get install -y python3-pip"), ("cargo", "install rustup's stable toolchain")] {
+    for (tool, fix) in [
+        ("python3", "apt-get install -y python3-pip"),
+        ("cargo", "install rustup's stable toolchain"),
+        ("git", "apt-get install -y git (it pins the guests' build stamp)"),
+    ] {
         let path = system::which(tool);
         rows.push(Row {
             item: tool.into(),

@@ -15,12 +15,22 @@ pub struct Variant {
     pub stub_exports: &'static [&'static str],
     /// The shared library the guest becomes; also the wit-dylib interpreter name.
     pub runtime_library: &'static str,
-    /// Pinned CPython-set members that join the component, in link-priority order.
-    pub pinned_libraries: &'static [&'static str],
+    /// Pinned CPython-set members that join the component after [`WASI_LIBRARIES`], in
+    /// link-priority order.
+    pub extra_libraries: &'static [&'static str],
     /// Whether the host mounts the CPython stdlib read-only at `/python-stdlib`.
     pub mounts_stdlib: bool,
     pub component: &'static str,
 }
+
+/// The pinned libraries every variant links first: wasi-libc and its emulations.
+pub const WASI_LIBRARIES: &[&str] = &[
+    "libwasi-emulated-mman.so",
+    "libwasi-emulated-process-clocks.so",
+    "libwasi-emulated-getpid.so",
+    "libwasi-emulated-signal.so",
+    "libc.so",
+];
 
 const ABI_SOURCES: &str = "crates/eryx-guest-abi";
 const GUEST_WORKSPACE: &str = "crates/guest-workspace";
@@ -32,16 +42,7 @@ pub const CPYTHON: Variant = Variant {
     c_stubs: &["crates/eryx-wasm-runtime/clock_stubs.c"],
     stub_exports: &["_CLOCK_PROCESS_CPUTIME_ID", "_CLOCK_THREAD_CPUTIME_ID"],
     runtime_library: "liberyx_runtime.so",
-    pinned_libraries: &[
-        "libwasi-emulated-mman.so",
-        "libwasi-emulated-process-clocks.so",
-        "libwasi-emulated-getpid.so",
-        "libwasi-emulated-signal.so",
-        "libc.so",
-        "libc++abi.so",
-        "libc++.so",
-        "libpython3.14.so",
-    ],
+    extra_libraries: &["libc++abi.so", "libc++.so", "libpython3.14.so"],
     mounts_stdlib: true,
     component: "runtime-cpython.wasm",
 };
@@ -55,13 +56,7 @@ pub const RUSTPYTHON: Variant = Variant {
     // Used by the runtime library itself; no other library needs it.
     stub_exports: &[],
     runtime_library: "liberyx_rustpython.so",
-    pinned_libraries: &[
-        "libwasi-emulated-mman.so",
-        "libwasi-emulated-process-clocks.so",
-        "libwasi-emulated-getpid.so",
-        "libwasi-emulated-signal.so",
-        "libc.so",
-    ],
+    extra_libraries: &[],
     mounts_stdlib: false,
     component: "runtime-rustpython.wasm",
 };
@@ -78,6 +73,11 @@ pub fn by_name(name: &str) -> anyhow::Result<&'static Variant> {
 }
 
 impl Variant {
+    /// Every pinned library of the component, in link-priority order.
+    pub fn pinned_libraries(&self) -> Vec<&'static str> {
+        WASI_LIBRARIES.iter().chain(self.extra_libraries).copied().collect()
+    }
+
     /// The staticlib cargo produces for the guest crate.
     pub fn staticlib_name(&self) -> String {
         format!("lib{}.a", self.guest_package.replace('-', "_"))
@@ -95,6 +95,8 @@ mod tests {
     #[test]
     fn every_variant_names_what_exists() {
         let guest_workspace = std::fs::read_to_string(root().join(GUEST_WORKSPACE).join("Cargo.toml")).unwrap();
+        let lock = crate::lock::Lock::load(&root().join("toolchains.lock")).unwrap();
+        let pinned: Vec<&str> = lock.cpython.members.iter().map(|member| member.name.as_str()).collect();
         for variant in ALL {
             for path in variant.guest_sources.iter().chain(variant.c_stubs) {
                 assert!(root().join(path).exists(), "{}: {path} does not exist", variant.name);
@@ -104,7 +106,9 @@ mod tests {
             assert!(manifest.contains(&format!("name = \"{}\"", variant.guest_package)), "{}", variant.name);
             let member = format!("\"../{}\"", crate_dir.trim_start_matches("crates/"));
             assert!(guest_workspace.contains(&member), "{} is not a guest workspace member", variant.guest_package);
-            assert!(variant.pinned_libraries.contains(&"libc.so"), "{} links no libc", variant.name);
+            for library in variant.pinned_libraries() {
+                assert!(pinned.contains(&library), "{}: {library} is not a member pinned in toolchains.lock", variant.name);
+            }
         }
         let names: std::collections::BTreeSet<_> = ALL.iter().map(|variant| variant.name).collect();
         assert_eq!(names.len(), ALL.len(), "variant names must be unique");
