@@ -135,7 +135,12 @@ fn build_variant(
     let rustflags = guest_rustflags(workspace);
     let mut inputs = Fingerprint::default();
     for source in variant.guest_sources {
-        inputs.tree(&workspace.path(source))?;
+        let path = workspace.path(source);
+        if path.is_dir() {
+            inputs.tree(&path)?;
+        } else {
+            inputs.file(&path)?;
+        }
     }
     inputs
         .text("rustc", &fetched.rust.version)
@@ -147,7 +152,7 @@ fn build_variant(
         shell.change_dir(&workspace.root);
         let cargo = &fetched.rust.cargo;
         let toolchain = fetched.rust.toolchain_arg.as_slice();
-        let manifest = workspace.path("crates/guest-workspace/Cargo.toml");
+        let manifest = workspace.path(variant::GUEST_WORKSPACE_MANIFEST);
         let package = variant.guest_package;
         let mut command = scrubbed(cmd!(
             shell,

@@ -37,7 +37,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
     let mut abi_tests = host_cargo();
     abi_tests
         .current_dir(&workspace.root)
-        .args(["test", "--locked", "--manifest-path", "crates/guest-workspace/Cargo.toml", "-p", "eryx-guest-abi"])
+        .args(["test", "--locked", "--manifest-path", "crates/Cargo.toml", "-p", "eryx-guest-abi"])
         .arg("--target-dir")
         .arg(workspace.target_dir.join("guest-abi-host-tests"));
     run_checked(abi_tests, "cargo test -p eryx-guest-abi (guest workspace, host target)")?;

@@ -4,9 +4,9 @@
 
 pub struct Variant {
     pub name: &'static str,
-    /// The guest crate in `crates/guest-workspace`.
+    /// The guest crate, a member of the guest workspace (`crates/Cargo.toml`).
     pub guest_package: &'static str,
-    /// The directories whose contents decide whether the staticlib is rebuilt.
+    /// The directories and files whose contents decide whether the staticlib is rebuilt.
     pub guest_sources: &'static [&'static str],
     /// C sources compiled with the WASI clang and linked into the runtime library.
     pub c_stubs: &'static [&'static str],
@@ -33,12 +33,14 @@ pub const WASI_LIBRARIES: &[&str] = &[
 ];
 
 const ABI_SOURCES: &str = "crates/eryx-guest-abi";
-const GUEST_WORKSPACE: &str = "crates/guest-workspace";
+/// The guests' own cargo workspace (see its comment for why it is `crates/`).
+pub const GUEST_WORKSPACE_MANIFEST: &str = "crates/Cargo.toml";
+const GUEST_LOCK: &str = "crates/Cargo.lock";
 
 pub const CPYTHON: Variant = Variant {
     name: "cpython",
     guest_package: "eryx-wasm-runtime",
-    guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE, "crates/eryx-wasm-runtime"],
+    guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE_MANIFEST, GUEST_LOCK, "crates/eryx-wasm-runtime"],
     c_stubs: &["crates/eryx-wasm-runtime/clock_stubs.c"],
     stub_exports: &["_CLOCK_PROCESS_CPUTIME_ID", "_CLOCK_THREAD_CPUTIME_ID"],
     runtime_library: "liberyx_runtime.so",
@@ -51,7 +53,7 @@ pub const CPYTHON: Variant = Variant {
 pub const RUSTPYTHON: Variant = Variant {
     name: "rustpython",
     guest_package: "eryx-rustpython-runtime",
-    guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE, "crates/eryx-rustpython-runtime"],
+    guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE_MANIFEST, GUEST_LOCK, "crates/eryx-rustpython-runtime"],
     c_stubs: &["crates/eryx-rustpython-runtime/signal_stubs.c"],
     // Used by the runtime library itself; no other library needs it.
     stub_exports: &[],
@@ -94,7 +96,7 @@ mod tests {
 
     #[test]
     fn every_variant_names_what_exists() {
-        let guest_workspace = std::fs::read_to_string(root().join(GUEST_WORKSPACE).join("Cargo.toml")).unwrap();
+        let guest_workspace = std::fs::read_to_string(root().join(GUEST_WORKSPACE_MANIFEST)).unwrap();
         let lock = crate::lock::Lock::load(&root().join("toolchains.lock")).unwrap();
         let pinned: Vec<&str> = lock.cpython.members.iter().map(|member| member.name.as_str()).collect();
         for variant in ALL {
@@ -104,7 +106,7 @@ mod tests {
             let crate_dir = variant.guest_sources.last().unwrap();
             let manifest = std::fs::read_to_string(root().join(crate_dir).join("Cargo.toml")).unwrap();
             assert!(manifest.contains(&format!("name = \"{}\"", variant.guest_package)), "{}", variant.name);
-            let member = format!("\"../{}\"", crate_dir.trim_start_matches("crates/"));
+            let member = format!("\"{}\"", crate_dir.trim_start_matches("crates/"));
             assert!(guest_workspace.contains(&member), "{} is not a guest workspace member", variant.guest_package);
             for library in variant.pinned_libraries() {
                 assert!(pinned.contains(&library), "{}: {library} is not a member pinned in toolchains.lock", variant.name);
