@@ -106,7 +106,12 @@ mod tests {
             let crate_dir = variant.guest_sources.last().unwrap();
             let manifest = std::fs::read_to_string(root().join(crate_dir).join("Cargo.toml")).unwrap();
             assert!(manifest.contains(&format!("name = \"{}\"", variant.guest_package)), "{}", variant.name);
-            let member = format!("\"{}\"", crate_dir.trim_start_matches("crates/"));
+            // Cargo hashes a member's path relative to the workspace root only when the member
+            // lies below it; otherwise the absolute checkout path reaches the guest's bytes.
+            let workspace_dir = std::path::Path::new(GUEST_WORKSPACE_MANIFEST).parent().unwrap();
+            let relative = std::path::Path::new(crate_dir).strip_prefix(workspace_dir);
+            assert!(relative.is_ok(), "{crate_dir} is not below the guest workspace {}", workspace_dir.display());
+            let member = format!("\"{}\"", relative.unwrap().display());
             assert!(guest_workspace.contains(&member), "{} is not a guest workspace member", variant.guest_package);
             for library in variant.pinned_libraries() {
                 assert!(pinned.contains(&library), "{}: {library} is not a member pinned in toolchains.lock", variant.name);
