@@ -215,11 +215,8 @@ fn build_variant(
     runner.step(&format!("{}: link {}", variant.name, variant.runtime_library), &inputs, &[&runtime_library], || {
         let shell = Shell::new()?;
         let clang = &fetched.wasi.clang;
-        // The temporary output has the final name (a library's name section would carry
-        // it), in a directory of its own.
-        let temporary_dir = cache::temporary_sibling(&build_dir.join("link"));
-        fs::create_dir_all(&temporary_dir)?;
-        let temporary = temporary_dir.join(variant.runtime_library);
+        // `--strip-all` drops the name section, so the temporary name leaves no trace.
+        let temporary = cache::temporary_sibling(&runtime_library);
         cmd!(
             shell,
             "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all -Wl,--whole-archive {staticlib} -Wl,--no-whole-archive {objects...} -o {temporary}"
@@ -227,7 +224,6 @@ fn build_variant(
         .run()
         .with_context(|| format!("link {}", variant.runtime_library))?;
         fs::rename(&temporary, &runtime_library)?;
-        fs::remove_dir_all(&temporary_dir)?;
         Ok(())
     })?;
 
