@@ -11,7 +11,6 @@
 //! was built.
 
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -43,7 +42,7 @@ fn isolation_env() -> Vec<(&'static str, OsString)> {
     vec![("GIT_CONFIG_NOSYSTEM", "1".into()), ("GIT_CONFIG_GLOBAL", "/dev/null".into())]
 }
 
-fn git(git_dir: &Path, args: &[&str], stdin: &[u8]) -> Result<String> {
+fn git(git_dir: &Path, args: &[&str]) -> Result<String> {
     let mut command = Command::new("git");
     command.arg("--git-dir").arg(git_dir).args(args);
     command.envs(isolation_env());
@@ -53,14 +52,10 @@ fn git(git_dir: &Path, args: &[&str], stdin: &[u8]) -> Result<String> {
             .env(format!("GIT_{role}_EMAIL"), "build@eryx.invalid")
             .env(format!("GIT_{role}_DATE"), format!("@{SOURCE_DATE_EPOCH} +0000"));
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let output = command
+        .stdin(Stdio::null())
+        .output()
         .context("run git, which pins the guests' build stamp; install git (`apt-get install git`)")?;
-    child.stdin.take().expect("piped stdin").write_all(stdin)?;
-    let output = child.wait_with_output()?;
     if !output.status.success() {
         bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
     }
@@ -69,8 +64,8 @@ fn git(git_dir: &Path, args: &[&str], stdin: &[u8]) -> Result<String> {
 
 /// The stamp repository at `directory`, created when missing or not as expected.
 pub fn ensure(directory: &Path) -> Result<Stamp> {
-    if let Ok(commit) = git(directory, &["rev-parse", "HEAD"], b"") {
-        let date = git(directory, &["log", "-1", "--format=%ct"], b"")?;
+    if let Ok(commit) = git(directory, &["rev-parse", "HEAD"]) {
+        let date = git(directory, &["log", "-1", "--format=%ct"])?;
         if date == SOURCE_DATE_EPOCH.to_string() {
             return Ok(Stamp { git_dir: directory.to_owned(), commit });
         }
@@ -79,19 +74,11 @@ pub fn ensure(directory: &Path) -> Result<Stamp> {
     // never the one a build uses.
     let temporary = crate::cache::temporary_sibling(directory);
     let _ = std::fs::remove_dir_all(&temporary);
-    std::fs::create_dir_all(&temporary)?;
-    let init = Command::new("git")
-        .envs(isolation_env())
-        .args(["init", "--quiet", "--bare", "--initial-branch", BRANCH])
-        .arg(&temporary)
-        .status()
-        .context("run git, which pins the guests' build stamp; install git (`apt-get install git`)")?;
-    if !init.success() {
-        bail!("git init {} failed ({init})", temporary.display());
-    }
-    let tree = git(&temporary, &["mktree"], b"")?;
-    let commit = git(&temporary, &["commit-tree", &tree, "-m", "eryx: the pinned build stamp of the guests"], b"")?;
-    git(&temporary, &["update-ref", &format!("refs/heads/{BRANCH}"), &commit], b"")?;
+    git(&temporary, &["init", "--quiet", "--bare", "--initial-branch", BRANCH])?;
+    // `mktree` with no input writes the empty tree.
+    let tree = git(&temporary, &["mktree"])?;
+    let commit = git(&temporary, &["commit-tree", &tree, "-m", "eryx: the pinned build stamp of the guests"])?;
+    git(&temporary, &["update-ref", &format!("refs/heads/{BRANCH}"), &commit])?;
     let _ = std::fs::remove_dir_all(directory);
     std::fs::rename(&temporary, directory)
         .with_context(|| format!("move {} into place", directory.display()))?;
