@@ -375,23 +375,26 @@ struct Share {
 }
 
 impl Share {
+    fn total(&self) -> usize {
+        self.passed + self.failed + self.skipped
+    }
+
     /// The passing share of all cases; a skipped case counts as not passing.
     fn percent(&self) -> f64 {
-        let total = self.passed + self.failed + self.skipped;
-        if total == 0 {
+        if self.total() == 0 {
             return 100.0;
         }
-        self.passed as f64 * 100.0 / total as f64
+        self.passed as f64 * 100.0 / self.total() as f64
     }
 }
 
 impl std::fmt::Display for Share {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let total = self.passed + self.failed + self.skipped;
         write!(
             formatter,
-            "{}/{total} passed ({:.1}%), {} failed, {} skipped",
+            "{}/{} passed ({:.1}%), {} failed, {} skipped",
             self.passed,
+            self.total(),
             self.percent(),
             self.failed,
             self.skipped
