@@ -74,6 +74,8 @@ pub fn ensure(directory: &Path) -> Result<Stamp> {
     // never the one a build uses.
     let temporary = crate::cache::temporary_sibling(directory);
     let _ = std::fs::remove_dir_all(&temporary);
+    // `git --git-dir DIR init` needs DIR's parent; in a fresh checkout nothing of it exists.
+    std::fs::create_dir_all(&temporary)?;
     git(&temporary, &["init", "--quiet", "--bare", "--initial-branch", BRANCH])?;
     // `mktree` with no input writes the empty tree.
     let tree = git(&temporary, &["mktree"])?;
@@ -101,7 +103,8 @@ mod tests {
         let first_root = tempfile::tempdir().unwrap();
         let second_root = tempfile::tempdir().unwrap();
         let first = ensure(&first_root.path().join("stamp")).unwrap();
-        let second = ensure(&second_root.path().join("stamp")).unwrap();
+        // A fresh checkout has none of the stamp's parent directories yet.
+        let second = ensure(&second_root.path().join("target/eryx/build/stamp")).unwrap();
         assert_eq!(first.commit, second.commit);
         assert_eq!(ask(&first, &["log", "-1", "--format=%ct"]), SOURCE_DATE_EPOCH.to_string());
         assert_eq!(ask(&first, &["rev-parse", "--short", "HEAD"]), first.commit[..7]);
