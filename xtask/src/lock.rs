@@ -15,6 +15,42 @@ pub struct Lock {
     #[serde(rename = "rust-guest")]
     pub rust_guest: RustGuestPin,
     pub cpython: CPythonPin,
+    #[serde(rename = "debian-debs")]
+    pub debian_debs: Vec<DebianDeb>,
+    #[serde(rename = "patched-crates")]
+    pub patched_crates: Vec<PatchedCrate>,
+}
+
+/// One `.deb` file: a pinned package or one apt installs with the pinned ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianDeb {
+    pub package: String,
+    pub version: String,
+    /// The file name `apt-get download` writes.
+    pub file: String,
+    pub sha256: String,
+}
+
+/// A registry crate the guest build uses in a patched form (see `patch.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchedCrate {
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "crate-sha256")]
+    pub crate_sha256: String,
+    pub files: Vec<PatchedFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchedFile {
+    pub path: String,
+    #[serde(rename = "original-sha256")]
+    pub original_sha256: String,
+    #[serde(rename = "patched-sha256")]
+    pub patched_sha256: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +155,23 @@ impl Lock {
         for member in &self.cpython.members {
             digests.push((format!("cpython member {}", member.name), &member.sha256));
         }
+        for deb in &self.debian_debs {
+            digests.push((format!("debian package {}", deb.file), &deb.sha256));
+        }
+        for patched in &self.patched_crates {
+            digests.push((format!("patched crate {}", patched.name), &patched.crate_sha256));
+            for file in &patched.files {
+                digests.push((format!("patched crate {} file {} (original)", patched.name, file.path), &file.original_sha256));
+                digests.push((format!("patched crate {} file {} (patched)", patched.name, file.path), &file.patched_sha256));
+            }
+        }
+        // Every pinned package must have its .deb, or an offline install could not find it.
+        for pin in self.wasi_sdk.system.debian_packages.iter().chain(&self.rust_guest.system.debian_packages) {
+            let (name, version) = pin.split_once('=').unwrap_or((pin, ""));
+            if !self.debian_debs.iter().any(|deb| deb.package == name && deb.version == version) {
+                bail!("the Debian pin `{pin}` has no `[[debian-debs]]` entry with that version");
+            }
+        }
         for (what, digest) in digests {
             if digest.len() != 64 || !digest.bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()) {
                 bail!("{what}: sha256 `{digest}` is not 64 lowercase hex digits");
@@ -175,6 +228,13 @@ mod tests {
         let text = repository_lock().replacen("[wasi-sdk]\n", "[wasi-sdk]\nmirror = \"x\"\n", 1);
         let error = format!("{:#}", Lock::parse(&text).unwrap_err());
         assert!(error.contains("unknown field `mirror`"), "{error}");
+    }
+
+    #[test]
+    fn a_pinned_package_without_its_deb_is_refused() {
+        let text = repository_lock().replacen("\"clang-19=1:19.1.7-3~deb12u1\"", "\"clang-19=1:19.1.8\"", 1);
+        let error = format!("{:#}", Lock::parse(&text).unwrap_err());
+        assert!(error.contains("`clang-19=1:19.1.8` has no `[[debian-debs]]` entry"), "{error}");
     }
 
     #[test]

@@ -4,19 +4,25 @@
 
 mod archive;
 mod build_runtime;
+mod bundle;
 mod cache;
 mod conformance;
+mod dist;
 mod doctor;
 mod download;
 mod fetch;
 mod lock;
 mod members;
+mod patch;
+mod sbom;
 mod stamp;
 mod steps;
 mod system;
 mod test;
 mod toolchain;
 mod variant;
+mod vendor;
+mod verify_reproducible;
 mod workspace;
 
 use std::path::PathBuf;
@@ -37,6 +43,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
+    /// Use no network: nothing is downloaded, nested cargo runs with --offline, and a
+    /// missing input is an error that says where to get it
+    #[arg(long, global = true)]
+    offline: bool,
+
+    /// Take every outside input from this vendor bundle (made by `cargo xtask vendor`),
+    /// verified file by file first; implies --offline. Run cargo itself with
+    /// `--config DIR/cargo-config.toml` so the xtask compiles from the bundle too
+    #[arg(long, global = true, value_name = "DIR")]
+    vendor: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -55,18 +72,32 @@ enum Command {
     Conformance(conformance::ConformanceArgs),
     /// Build what is stale, run the workspace's cargo tests and the conformance suite
     Test(test::Args),
+    /// Gather every outside input into one bundle (and a deterministic .tar.zst of it) for
+    /// offline builds
+    Vendor(vendor::Args),
+    /// Build what is stale and assemble the release bundle: components, stdlib, manifest,
+    /// SBOM, SHA256SUMS and one deterministic .tar.zst
+    Dist(dist::Args),
+    /// Build everything again in a fresh clone, offline from the vendor bundle, and compare
+    /// the release bundles file by file
+    VerifyReproducible(verify_reproducible::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let workspace = workspace::Workspace::discover()?;
     let cache = cache::Cache::open(cli.cache_dir)?;
+    let vendor = cli.vendor.as_deref().map(|root| bundle::Bundle::open(root, &workspace)).transpose()?;
+    let sources = fetch::Sources { offline: cli.offline || vendor.is_some(), vendor };
     match cli.command {
-        Command::Fetch(args) => fetch::run(&workspace, &cache, &args).map(|_| ()),
+        Command::Fetch(args) => fetch::run(&workspace, &cache, &sources, &args).map(|_| ()),
         Command::Doctor => doctor::run(&workspace, &cache),
-        Command::BuildRuntime(args) => build_runtime::run(&workspace, &cache, &args).map(|_| ()),
-        Command::Run(args) => conformance::run_code(&workspace, &cache, &args),
-        Command::Conformance(args) => conformance::run_suite(&workspace, &cache, &args),
-        Command::Test(args) => test::run(&workspace, &cache, &args),
+        Command::BuildRuntime(args) => build_runtime::run(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::Run(args) => conformance::run_code(&workspace, &cache, &sources, &args),
+        Command::Conformance(args) => conformance::run_suite(&workspace, &cache, &sources, &args),
+        Command::Test(args) => test::run(&workspace, &cache, &sources, &args),
+        Command::Vendor(args) => vendor::run(&workspace, &cache, &sources, &args),
+        Command::Dist(args) => dist::run(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::VerifyReproducible(args) => verify_reproducible::run(&workspace, &cache, &sources, &args),
     }
 }

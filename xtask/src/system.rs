@@ -7,6 +7,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::bundle::Bundle;
+use crate::fetch::Sources;
+use crate::lock::DebianDeb;
+
 /// A package pin `name=version` from toolchains.lock.
 pub struct PackagePin<'a> {
     pub name: &'a str,
@@ -51,7 +55,7 @@ pub fn install_command(pins: &[&str]) -> String {
 /// Makes sure every pinned package is installed. Missing ones are installed when this is a
 /// Debian-like machine and we are root; otherwise this fails with the command to run. A
 /// package installed at another version than pinned is reported, not replaced.
-pub fn ensure_packages(pins: &[String], purpose: &str) -> Result<()> {
+pub fn ensure_packages(pins: &[String], purpose: &str, debs: &[DebianDeb], sources: &Sources) -> Result<()> {
     let mut missing = Vec::new();
     for pin in pins {
         let parsed = parse_pin(pin);
@@ -67,7 +71,17 @@ pub fn ensure_packages(pins: &[String], purpose: &str) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    if let Some(bundle) = &sources.vendor {
+        return install_from_bundle(&missing, purpose, debs, bundle);
+    }
     let command = install_command(&missing);
+    if sources.offline {
+        bail!(
+            "{purpose} needs packages that are not installed, and this build is offline: pass --vendor DIR \
+             (a bundle from `cargo xtask vendor` holds their .deb files), or run as root with the network:\n  \
+             apt-get update && {command}"
+        );
+    }
     if !(is_debian_like() && is_root()) {
         bail!(
             "{purpose} needs packages that are not installed; run as root:\n  apt-get update && {command}"
@@ -92,6 +106,51 @@ pub fn ensure_packages(pins: &[String], purpose: &str) -> Result<()> {
              update them in toolchains.lock (see `apt-cache policy {}`)",
             missing.iter().map(|pin| parse_pin(pin).name).collect::<Vec<_>>().join(" ")
         );
+    }
+    Ok(())
+}
+
+/// Installs the missing pins from the bundle's `.deb` files, together with every other
+/// pinned `.deb` whose package is not installed (the dependencies apt would have fetched).
+/// No `apt-get update`: nothing is asked of the network.
+fn install_from_bundle(missing: &[&str], purpose: &str, debs: &[DebianDeb], bundle: &Bundle) -> Result<()> {
+    if !(is_debian_like() && is_root()) {
+        bail!(
+            "{purpose} needs packages that are not installed ({}); run as root on a Debian-like machine, \
+             or install the .deb files of {}/{} yourself",
+            missing.join(" "),
+            bundle.root.display(),
+            crate::bundle::DEBS_DIR
+        );
+    }
+    let mut files = Vec::new();
+    for pin in missing {
+        let parsed = parse_pin(pin);
+        if !debs.iter().any(|deb| deb.package == parsed.name && deb.version == parsed.version) {
+            bail!("toolchains.lock has no `[[debian-debs]]` entry for {pin}");
+        }
+    }
+    for deb in debs {
+        if installed_version(&deb.package).as_deref() == Some(deb.version.as_str()) {
+            continue;
+        }
+        let path = bundle.file(&format!("{}/{}", crate::bundle::DEBS_DIR, deb.file))?;
+        // The bundle was verified against its manifest; the pin is the stronger check.
+        let digest = crate::cache::sha256_file(&path)?;
+        if digest != deb.sha256 {
+            bail!("{} has sha256 {digest}, toolchains.lock pins {}; refusing to install it", path.display(), deb.sha256);
+        }
+        files.push(path);
+    }
+    eprintln!("{purpose}: installing {} packages from the vendor bundle (offline)", files.len());
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "--no-download"])
+        .args(&files)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("run apt-get install")?;
+    if !status.success() {
+        bail!("`apt-get install` of the bundle's .deb files failed ({status}); see apt's message above");
     }
     Ok(())
 }

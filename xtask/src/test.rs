@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cache::Cache;
 use crate::conformance::{self, ConformanceArgs};
+use crate::fetch::Sources;
 use crate::workspace::{host_cargo, Workspace};
 
 #[derive(clap::Args)]
@@ -26,11 +27,12 @@ fn run_checked(mut command: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
-    // Fetch first so the tests that use the real wheel find it in the cache.
-    crate::fetch::run(workspace, cache, &crate::fetch::Args::default())?;
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
+    // Fetch first so the tests that use the real wheel find it in the cache (and the
+    // patched crates the guest workspace points at exist).
+    crate::fetch::run(workspace, cache, sources, &crate::fetch::Args::default())?;
     let mut workspace_tests = host_cargo();
-    workspace_tests.current_dir(&workspace.root).args(["test", "--workspace", "--locked"]);
+    workspace_tests.current_dir(&workspace.root).args(["test", "--workspace", "--locked"]).args(sources.cargo_args());
     run_checked(workspace_tests, "cargo test --workspace --locked")?;
 
     // The guest ABI crate's value-stack and dispatch tests run on the host target too.
@@ -38,6 +40,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
     abi_tests
         .current_dir(&workspace.root)
         .args(["test", "--locked", "--manifest-path", "crates/Cargo.toml", "-p", "eryx-guest-abi"])
+        .args(sources.cargo_args())
         .arg("--target-dir")
         .arg(workspace.target_dir.join("guest-abi-host-tests"));
     run_checked(abi_tests, "cargo test -p eryx-guest-abi (guest workspace, host target)")?;
@@ -53,5 +56,5 @@ pub fn run(workspace: &Workspace, cache: &Cache, args: &Args) -> Result<()> {
     if args.no_conformance {
         return Ok(());
     }
-    conformance::run_suite(workspace, cache, &ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() })
+    conformance::run_suite(workspace, cache, sources, &ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() })
 }

@@ -12,8 +12,10 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::archive::{self, Compression};
+use crate::bundle;
 use crate::cache::{self, Cache};
 use crate::download;
+use crate::fetch::Sources;
 use crate::lock::{host_platform, Lock};
 use crate::system;
 
@@ -107,13 +109,25 @@ fn failure_note(cache: &Cache, sha256: &str) -> PathBuf {
 }
 
 /// Resolves the WASI toolchain for this machine, installing the system fallback if needed.
-pub fn wasi(lock: &Lock, cache: &Cache, retry_downloads: bool) -> Result<WasiToolchain> {
+pub fn wasi(lock: &Lock, cache: &Cache, sources: &Sources, retry_downloads: bool) -> Result<WasiToolchain> {
     let pin = lock.wasi_sdk.platforms.get(&host_platform()).cloned();
     let env_path = std::env::var_os("WASI_SDK_PATH").filter(|value| !value.is_empty()).map(PathBuf::from);
     let mut cached = || -> Result<Option<PathBuf>> {
         let Some(pin) = &pin else { return Ok(None) };
         let directory = sdk_directory(cache, &pin.sha256);
-        Ok(directory.join(".complete").exists().then(|| directory.join("sdk")))
+        if directory.join(".complete").exists() {
+            return Ok(Some(directory.join("sdk")));
+        }
+        // A bundle made on a machine that had the SDK carries its tarball.
+        let in_bundle = sources.vendor.as_ref().map(|bundle| bundle.root.join(bundle::WASI_SDK_DIR).join(sdk_file_name(&pin.url)));
+        match in_bundle {
+            Some(tarball) if tarball.is_file() => {
+                let what = format!("wasi-sdk {}", lock.wasi_sdk.version);
+                cache.insert_copy(&tarball, &pin.sha256, &what)?;
+                extract_sdk(cache, &pin.sha256).map(Some)
+            }
+            _ => Ok(None),
+        }
     };
     let mut download = || -> Result<PathBuf> {
         let Some(pin) = &pin else {
@@ -126,6 +140,9 @@ pub fn wasi(lock: &Lock, cache: &Cache, retry_downloads: bool) -> Result<WasiToo
         if retry_downloads {
             let _ = fs::remove_file(&note);
         }
+        if let Some(reason) = sources.refuse_network(&format!("the pinned WASI SDK {}", lock.wasi_sdk.version)) {
+            bail!(reason);
+        }
         if let Ok(reason) = fs::read_to_string(&note) {
             bail!("{} (recorded earlier; `cargo xtask fetch --retry-downloads` tries again)", reason.trim());
         }
@@ -136,7 +153,7 @@ pub fn wasi(lock: &Lock, cache: &Cache, retry_downloads: bool) -> Result<WasiToo
         result
     };
     let mut system_clang = || -> Result<PathBuf> {
-        system::ensure_packages(&lock.wasi_sdk.system.debian_packages, "the system WASI toolchain")?;
+        system::ensure_packages(&lock.wasi_sdk.system.debian_packages, "the system WASI toolchain", &lock.debian_debs, sources)?;
         system::which(&lock.wasi_sdk.system.clang)
             .with_context(|| format!("{} is not on PATH after installing its package", lock.wasi_sdk.system.clang))
     };
@@ -148,8 +165,19 @@ pub fn wasi(lock: &Lock, cache: &Cache, retry_downloads: bool) -> Result<WasiToo
     })
 }
 
+/// The SDK tarball's file name: the last segment of its URL.
+pub fn sdk_file_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or("wasi-sdk.tar.gz").to_owned()
+}
+
 fn download_sdk(cache: &Cache, url: &str, sha256: &str, version: &str) -> Result<PathBuf> {
-    let tarball = download::fetch_verified(cache, url, sha256, &format!("wasi-sdk {version}"))?;
+    download::fetch_verified(cache, url, sha256, &format!("wasi-sdk {version}"))?;
+    extract_sdk(cache, sha256)
+}
+
+/// Extracts the verified tarball in the cache into the SDK directory.
+fn extract_sdk(cache: &Cache, sha256: &str) -> Result<PathBuf> {
+    let tarball = cache.get(sha256)?.context("the WASI SDK tarball left the cache")?;
     let directory = sdk_directory(cache, sha256);
     let staging = directory.join("extracted");
     archive::extract(&tarball, Compression::Gzip, &staging)?;
@@ -178,6 +206,8 @@ pub struct RustGuestToolchain {
     pub env: Vec<(String, String)>,
     /// `+nightly-…` for rustup's cargo, empty otherwise.
     pub toolchain_arg: Option<String>,
+    /// The sysroot, which holds the standard library's sources (`lib/rustlib/src/rust`).
+    pub sysroot: PathBuf,
     pub version: String,
     pub reason: String,
 }
@@ -206,7 +236,7 @@ fn rustup_has_toolchain(rustup: &Path, toolchain: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn rust_guest(lock: &Lock) -> Result<RustGuestToolchain> {
+pub fn rust_guest(lock: &Lock, sources: &Sources) -> Result<RustGuestToolchain> {
     let nightly = &lock.rust_guest.rustup_nightly;
     if let Some(rustup) = system::which("rustup").filter(|rustup| rustup_has_toolchain(rustup, nightly)) {
         let rustc = rustup.with_file_name("rustc");
@@ -221,15 +251,16 @@ pub fn rust_guest(lock: &Lock) -> Result<RustGuestToolchain> {
                 rustc: sysroot.join("bin/rustc"),
                 env: Vec::new(),
                 toolchain_arg: Some(format!("+{nightly}")),
+                sysroot,
                 version,
                 reason: format!("rustup's {nightly} has rust-src"),
             });
         }
     }
     let pin = &lock.rust_guest.system;
-    system::ensure_packages(&pin.debian_packages, "the guest Rust toolchain")?;
+    system::ensure_packages(&pin.debian_packages, "the guest Rust toolchain", &lock.debian_debs, sources)?;
     let rustc = PathBuf::from(&pin.rustc);
-    sysroot_has_sources(&rustc, None).with_context(|| {
+    let sysroot = sysroot_has_sources(&rustc, None).with_context(|| {
         format!("{} has no library sources in its sysroot (package rust-web-src)", rustc.display())
     })?;
     let version = system::tool_version(&rustc).unwrap_or_default();
@@ -238,6 +269,7 @@ pub fn rust_guest(lock: &Lock) -> Result<RustGuestToolchain> {
         rustc,
         env: vec![("RUSTC_BOOTSTRAP".into(), "1".into())],
         toolchain_arg: None,
+        sysroot,
         version,
         reason: format!(
             "rustup's {nightly} with rust-src is not installed; Debian's rustc {} carries the library sources",
