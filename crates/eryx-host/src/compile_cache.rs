@@ -38,6 +38,9 @@ pub fn load(engine: &Engine, component_path: &Path, cache_dir: &Path, settings: 
     let bytes = fs::read(component_path).with_context(|| {
         format!("read {} (run `cargo xtask build-runtime`)", component_path.display())
     })?;
+    // A component of another world would fail later with a linker error that names no
+    // function; this names the one that differs.
+    eryx_interface::check_component(&bytes, &component_path.display().to_string())?;
     let key = hex(&Sha256::new()
         .chain_update(&bytes)
         .chain_update(settings)
@@ -67,4 +70,22 @@ pub fn load(engine: &Engine, component_path: &Path, cache_dir: &Path, settings: 
     write_atomic(&entry, &compiled)?;
     write_atomic(&digest_path, hex(&Sha256::digest(&compiled)).as_bytes())?;
     Ok((component, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_of_another_world_is_refused_naming_the_function() {
+        let directory = tempfile::tempdir().unwrap();
+        let wit = eryx_interface::test_components::without_line("export snapshot-state:");
+        let path = directory.path().join("runtime-broken.wasm");
+        fs::write(&path, eryx_interface::test_components::component_for(&wit)).unwrap();
+        let engine = Engine::default();
+        let error = format!("{:#}", load(&engine, &path, &directory.path().join("compiled"), "").err().unwrap());
+        assert!(error.contains("runtime-broken.wasm does not implement eryx:sandbox/sandbox"), "{error}");
+        assert!(error.contains("export `snapshot-state` is missing"), "{error}");
+        assert!(!directory.path().join("compiled").exists(), "nothing was compiled or cached");
+    }
 }

@@ -192,26 +192,37 @@ pub fn type_string(resolve: &Resolve, ty: &Type) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Components built from variants of the world, for tests (here and in the host).
+#[cfg(any(test, feature = "test-components"))]
+pub mod test_components {
     use super::*;
 
     /// A component built from `wit` (a variant of the real world) with a dummy core module.
-    fn component_for(wit: &str) -> Vec<u8> {
+    pub fn component_for(wit: &str) -> Vec<u8> {
         let mut resolve = Resolve::default();
-        let package = resolve.push_str("test.wit", wit).unwrap();
-        let world = resolve.select_world(&[package], Some(WORLD_NAME)).unwrap();
+        let package = resolve.push_str("test.wit", wit).expect("the test world parses");
+        let world = resolve.select_world(&[package], Some(WORLD_NAME)).expect("the test world is named sandbox");
         let mut module = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
         wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8, false)
-            .unwrap();
-        wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap()
+            .expect("embed the test world");
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .and_then(|encoder| encoder.validate(true).encode())
+            .expect("encode the test component")
     }
 
-    fn without_line(needle: &str) -> String {
+    /// The real world without the one line that contains `needle`.
+    pub fn without_line(needle: &str) -> String {
         let lines: Vec<&str> = WORLD_WIT.lines().filter(|line| !line.contains(needle)).collect();
         assert_eq!(lines.len() + 1, WORLD_WIT.lines().count(), "`{needle}` is on exactly one line of the world");
         lines.join("\n")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_components::{component_for, without_line};
+    use super::*;
 
     #[test]
     fn a_component_of_the_world_passes() {
