@@ -217,7 +217,7 @@ fn build_variant(
     let wit_dir = workspace.path("wit");
     let bindings = build_dir.join("libcomponent_bindings.so");
     let mut inputs = Fingerprint::default();
-    inputs.tree(&wit_dir)?.text("interpreter", variant.runtime_library).text("wit-dylib", "0.263");
+    inputs.tree(&wit_dir)?.text("interpreter", variant.runtime_library).text("wit-dylib", &locked_version(workspace, "wit-dylib")?);
     runner.step(&format!("{}: wit-dylib bindings", variant.name), &inputs, &[&bindings], || {
         let bytes = generate_bindings(&wit_dir, variant.runtime_library)?;
         write_atomic(&bindings, &bytes)
@@ -267,12 +267,35 @@ fn build_variant(
     for (name, path) in &libraries {
         inputs.text("library", name).file(path)?;
     }
-    inputs.file(adapter)?.text("wit-component", "0.263");
+    inputs.file(adapter)?.text("wit-component", &locked_version(workspace, "wit-component")?);
     runner.step(&format!("{}: link component", variant.name), &inputs, &[&component], || {
         let bytes = link_component(&libraries, adapter)?;
         write_atomic(&component, &bytes)
     })?;
     Ok(())
+}
+
+/// The version of `package` in the host workspace's Cargo.lock (the xtask links it, so a
+/// bump of it must rebuild what it made).
+fn locked_version(workspace: &Workspace, package: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct CargoLock {
+        package: Vec<LockedPackage>,
+    }
+    #[derive(serde::Deserialize)]
+    struct LockedPackage {
+        name: String,
+        version: String,
+    }
+    let path = workspace.path("Cargo.lock");
+    let lock: CargoLock = toml::from_str(&fs::read_to_string(&path)?).with_context(|| format!("parse {}", path.display()))?;
+    let versions: Vec<String> =
+        lock.package.into_iter().filter(|locked| locked.name == package).map(|locked| locked.version).collect();
+    match versions.as_slice() {
+        [version] => Ok(version.clone()),
+        [] => bail!("{} does not lock {package}", path.display()),
+        _ => Ok(versions.join("+")),
+    }
 }
 
 fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Result<()> {
