@@ -1,4 +1,5 @@
-//! `cargo xtask build-runtime`: pinned inputs → `target/eryx/runtime-<variant>.wasm` and
+//! `cargo xtask build-runtime`: pinned inputs → `target/eryx/runtime-<variant>.wasm` (the
+//! sandbox), `target/eryx/python-<variant>.wasm` (the same interpreter as a WASI command) and
 //! `target/eryx/manifest.json`. The steps, each skipped when its inputs are unchanged:
 //!
 //! 1. the guest staticlib (`-Z build-std`, PIC, its own target directory, the pinned
@@ -9,7 +10,9 @@
 //!    bindings and the pinned libraries import from it, names stripped;
 //! 5. the CPython stdlib, extracted and packed (variants that mount it);
 //! 6. the component, linked by wit-component's `Linker` from the pinned libraries;
-//! 7. the manifest: every artifact's path, size and sha256, and the pins that made it.
+//! 7. the command form: an entry library defining `_start` (the interpreter's own main) and
+//!    a `wasi:cli/command` component from the same libraries with the command adapter;
+//! 8. the manifest: every artifact's path, size and sha256, and the pins that made it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -82,8 +85,8 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     };
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
-    println!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason);
-    println!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason);
+    eprintln!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason);
+    eprintln!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason);
     let artifacts = workspace.artifacts_dir();
     let mut runner = Runner::new(artifacts.join(".steps"));
     let clang_version = fetched.wasi.version();
@@ -91,19 +94,21 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         build_variant(workspace, sources, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
     let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
-    println!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
+    eprintln!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
     for (name, seconds) in &runner.ran {
-        println!("  ran     {name:<28} {seconds:>7.1}s");
+        eprintln!("  ran     {name:<28} {seconds:>7.1}s");
     }
     for name in &runner.skipped {
-        println!("  skipped {name}");
+        eprintln!("  skipped {name}");
     }
     for variant in &variants {
-        let path = artifacts.join(variant.component);
-        let size = fs::metadata(&path)?.len();
-        println!("  {:<28} {:>8.1} MiB  {}", variant.component, size as f64 / 1048576.0, path.display());
+        for component in [variant.component, variant.command.component] {
+            let path = artifacts.join(component);
+            let size = fs::metadata(&path)?.len();
+            eprintln!("  {component:<28} {:>8.1} MiB  {}", size as f64 / 1048576.0, path.display());
+        }
     }
-    println!("  manifest: {}", manifest.display());
+    eprintln!("  manifest: {}", manifest.display());
     Ok(manifest)
 }
 
@@ -197,20 +202,7 @@ fn build_variant(
     // 2. The C stubs.
     let mut objects = Vec::new();
     for stub in variant.c_stubs {
-        let source = workspace.path(stub);
-        let object = build_dir.join(Path::new(stub).with_extension("o").file_name().unwrap());
-        let mut inputs = Fingerprint::default();
-        inputs.file(&source)?.text("clang", clang_version).text("flags", &fetched.wasi.compile_flags.join(" "));
-        runner.step(&format!("{}: compile {}", variant.name, Path::new(stub).file_name().unwrap().to_string_lossy()), &inputs, &[&object], || {
-            let shell = Shell::new()?;
-            let clang = &fetched.wasi.clang;
-            let flags = &fetched.wasi.compile_flags;
-            let temporary = cache::temporary_sibling(&object);
-            cmd!(shell, "{clang} {flags...} -fPIC -O2 -c {source} -o {temporary}").run()?;
-            fs::rename(&temporary, &object)?;
-            Ok(())
-        })?;
-        objects.push(object);
+        objects.push(compile_c(workspace, fetched, clang_version, variant, &build_dir, stub, runner)?);
     }
 
     // 3. The bindings library (first: it decides what the runtime library exports).
@@ -228,26 +220,7 @@ fn build_variant(
     let runtime_library = build_dir.join(variant.runtime_library);
     let mut exports = imports_of(&fs::read(&bindings)?)?;
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
-    let export_flags: Vec<String> = exports.iter().map(|name| format!("-Wl,--export-if-defined={name}")).collect();
-    let mut inputs = Fingerprint::default();
-    inputs.file(&staticlib)?.text("clang", clang_version).text("exports", &exports.join(","));
-    for object in &objects {
-        inputs.file(object)?;
-    }
-    runner.step(&format!("{}: link {}", variant.name, variant.runtime_library), &inputs, &[&runtime_library], || {
-        let shell = Shell::new()?;
-        let clang = &fetched.wasi.clang;
-        // `--strip-all` drops the name section, so the temporary name leaves no trace.
-        let temporary = cache::temporary_sibling(&runtime_library);
-        cmd!(
-            shell,
-            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all -Wl,--whole-archive {staticlib} -Wl,--no-whole-archive {objects...} -o {temporary}"
-        )
-        .run()
-        .with_context(|| format!("link {}", variant.runtime_library))?;
-        fs::rename(&temporary, &runtime_library)?;
-        Ok(())
-    })?;
+    link_library(variant, fetched, clang_version, Some(&staticlib), &objects, &exports, &runtime_library, runner)?;
 
     // 5. The stdlib, for variants that mount it.
     if variant.mounts_stdlib {
@@ -255,22 +228,146 @@ fn build_variant(
     }
 
     // 6. The component.
-    let component = artifacts.join(variant.component);
-    let adapter = member(fetched, ADAPTER_MEMBER)?;
     let mut libraries: Vec<(String, PathBuf)> = Vec::new();
     for name in variant.pinned_libraries() {
         libraries.push((name.to_string(), member(fetched, name)?.to_path_buf()));
     }
     libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
     libraries.push(("libcomponent_bindings.so".to_owned(), bindings.clone()));
-    let mut inputs = Fingerprint::default();
-    for (name, path) in &libraries {
-        inputs.text("library", name).file(path)?;
+    let adapter = fs::read(member(fetched, ADAPTER_MEMBER)?)?;
+    link_component_step(workspace, variant, &libraries, &adapter, &artifacts.join(variant.component), runner)?;
+
+    // 7. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
+    // from the same pinned libraries and stubs, with the preview1 command adapter.
+    let command = &variant.command;
+    for source in command.c_sources {
+        objects.push(compile_c(workspace, fetched, clang_version, variant, &build_dir, source, runner)?);
     }
-    inputs.file(adapter)?.text("wit-component", &locked_version(workspace, "wit-component")?);
-    runner.step(&format!("{}: link component", variant.name), &inputs, &[&component], || {
-        let bytes = link_component(&libraries, adapter)?;
-        write_atomic(&component, &bytes)
+    let entry_library = build_dir.join(command.library);
+    let mut exports: Vec<String> = command.exports.iter().map(|name| name.to_string()).collect();
+    exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
+    let staticlib = command.uses_staticlib.then_some(staticlib.as_path());
+    link_library(variant, fetched, clang_version, staticlib, &objects, &exports, &entry_library, runner)?;
+    let mut libraries: Vec<(String, PathBuf)> = Vec::new();
+    for name in variant.pinned_libraries() {
+        libraries.push((name.to_string(), member(fetched, name)?.to_path_buf()));
+    }
+    libraries.push((command.library.to_owned(), entry_library));
+    let adapter = command_adapter(&fetched.lock)?;
+    link_component_step(workspace, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
+    Ok(())
+}
+
+/// The preview1 command adapter, checked against its pin.
+fn command_adapter(lock: &crate::lock::Lock) -> Result<&'static [u8]> {
+    let bytes = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
+    let pin = &lock.command_adapter;
+    let digest = crate::cache::sha256_bytes(bytes);
+    if digest != pin.sha256 {
+        bail!(
+            "the preview1 command adapter of {} has sha256 {digest}, toolchains.lock pins {} ({} {}): \
+             move the pin and the dependency in xtask/Cargo.toml together",
+            pin.crate_name,
+            pin.sha256,
+            pin.crate_name,
+            pin.version
+        );
+    }
+    Ok(bytes)
+}
+
+/// Compiles one C source of `variant` with the chosen WASI clang; returns the object.
+fn compile_c(
+    workspace: &Workspace,
+    fetched: &Fetched,
+    clang_version: &str,
+    variant: &Variant,
+    build_dir: &Path,
+    relative: &str,
+    runner: &mut Runner,
+) -> Result<PathBuf> {
+    let source = workspace.path(relative);
+    let file_name = Path::new(relative).file_name().context("a C source has a file name")?.to_string_lossy().into_owned();
+    let object = build_dir.join(Path::new(&file_name).with_extension("o"));
+    let mut inputs = Fingerprint::default();
+    inputs.file(&source)?.text("clang", clang_version).text("flags", &fetched.wasi.compile_flags.join(" "));
+    runner.step(&format!("{}: compile {file_name}", variant.name), &inputs, &[&object], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        let flags = &fetched.wasi.compile_flags;
+        let temporary = cache::temporary_sibling(&object);
+        cmd!(shell, "{clang} {flags...} -fPIC -O2 -c {source} -o {temporary}").run()?;
+        fs::rename(&temporary, &object)?;
+        Ok(())
+    })?;
+    Ok(object)
+}
+
+/// Links a wasm shared library from the (optional, whole) staticlib and objects, exporting
+/// only `exports`, without its name section.
+#[allow(clippy::too_many_arguments)]
+fn link_library(
+    variant: &Variant,
+    fetched: &Fetched,
+    clang_version: &str,
+    staticlib: Option<&Path>,
+    objects: &[PathBuf],
+    exports: &[String],
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let name = output.file_name().context("a library has a file name")?.to_string_lossy().into_owned();
+    let export_flags: Vec<String> = exports.iter().map(|name| format!("-Wl,--export-if-defined={name}")).collect();
+    let mut inputs = Fingerprint::default();
+    if let Some(staticlib) = staticlib {
+        inputs.file(staticlib)?;
+    }
+    inputs.text("clang", clang_version).text("exports", &exports.join(","));
+    for object in objects {
+        inputs.file(object)?;
+    }
+    let archive: Vec<String> = match staticlib {
+        Some(staticlib) => vec!["-Wl,--whole-archive".into(), staticlib.display().to_string(), "-Wl,--no-whole-archive".into()],
+        None => Vec::new(),
+    };
+    runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        // `--strip-all` drops the name section, so the temporary name leaves no trace.
+        let temporary = cache::temporary_sibling(output);
+        cmd!(
+            shell,
+            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all {archive...} {objects...} -o {temporary}"
+        )
+        .quiet()
+        .run()
+        .with_context(|| format!("link {name}"))?;
+        fs::rename(&temporary, output)?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Links a component from `libraries` and `adapter` into `output`, as a skippable step.
+fn link_component_step(
+    workspace: &Workspace,
+    variant: &Variant,
+    libraries: &[(String, PathBuf)],
+    adapter: &[u8],
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let name = output.file_name().context("a component has a file name")?.to_string_lossy().into_owned();
+    let mut inputs = Fingerprint::default();
+    for (library, path) in libraries {
+        inputs.text("library", library).file(path)?;
+    }
+    inputs
+        .text("adapter", &crate::cache::sha256_bytes(adapter))
+        .text("wit-component", &locked_version(workspace, "wit-component")?);
+    runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
+        let bytes = link_component(libraries, adapter)?;
+        write_atomic(output, &bytes)
     })?;
     Ok(())
 }
@@ -340,16 +437,15 @@ fn generate_bindings(wit_dir: &Path, interpreter: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn link_component(libraries: &[(String, PathBuf)], adapter: &Path) -> Result<Vec<u8>> {
+fn link_component(libraries: &[(String, PathBuf)], adapter: &[u8]) -> Result<Vec<u8>> {
     let mut linker = wit_component::Linker::default();
     linker.use_built_in_libdl(true);
     for (name, path) in libraries {
         let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
         linker.library(name, &bytes, false)?;
     }
-    let adapter_bytes = fs::read(adapter)?;
     linker.encoder().validate(true);
-    linker.encoder().adapter("wasi_snapshot_preview1", &adapter_bytes)?;
+    linker.encoder().adapter("wasi_snapshot_preview1", adapter)?;
     linker.encode().context("link the component")
 }
 
@@ -379,6 +475,7 @@ fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str,
     for variant in built {
         let mut entry = json!({
             "component": artifact_entry(&artifacts, &artifacts.join(variant.component))?,
+            "command": artifact_entry(&artifacts, &artifacts.join(variant.command.component))?,
             "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
             "pinned_libraries": variant.pinned_libraries(),
             "env": {},

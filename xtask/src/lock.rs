@@ -15,10 +15,22 @@ pub struct Lock {
     #[serde(rename = "rust-guest")]
     pub rust_guest: RustGuestPin,
     pub cpython: CPythonPin,
+    #[serde(rename = "command-adapter")]
+    pub command_adapter: CommandAdapterPin,
     #[serde(rename = "debian-debs")]
     pub debian_debs: Vec<DebianDeb>,
     #[serde(rename = "patched-crates")]
     pub patched_crates: Vec<PatchedCrate>,
+}
+
+/// The preview1 command adapter, as shipped by a registry crate the xtask depends on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAdapterPin {
+    #[serde(rename = "crate")]
+    pub crate_name: String,
+    pub version: String,
+    pub sha256: String,
 }
 
 /// One `.deb` file: a pinned package or one apt installs with the pinned ones.
@@ -155,6 +167,7 @@ impl Lock {
         for member in &self.cpython.members {
             digests.push((format!("cpython member {}", member.name), &member.sha256));
         }
+        digests.push(("the command adapter".to_owned(), &self.command_adapter.sha256));
         for deb in &self.debian_debs {
             digests.push((format!("debian package {}", deb.file), &deb.sha256));
         }

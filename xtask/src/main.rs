@@ -68,6 +68,9 @@ enum Command {
     BuildRuntime(build_runtime::Args),
     /// Run Python code in a sandbox: each -c is one `execute` on the same sandbox
     Run(conformance::RunArgs),
+    /// Run a variant's command form (python-<variant>.wasm) like `python3`: arguments after
+    /// `--`, stdin passed through, the program's exit status
+    Python(conformance::PythonArgs),
     /// Run the conformance suite (tests/conformance/*.toml) against built variants
     Conformance(conformance::ConformanceArgs),
     /// Build what is stale, run the workspace's cargo tests and the conformance suite
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Command::BuildRuntime(args) => build_runtime::run(&workspace, &cache, &sources, &args).map(|_| ()),
         Command::Run(args) => conformance::run_code(&workspace, &cache, &sources, &args),
         Command::Conformance(args) => conformance::run_suite(&workspace, &cache, &sources, &args),
+        Command::Python(args) => conformance::run_python(&workspace, &cache, &sources, &args),
         Command::Test(args) => test::run(&workspace, &cache, &sources, &args),
         Command::Vendor(args) => vendor::run(&workspace, &cache, &sources, &args),
         Command::Dist(args) => dist::run(&workspace, &cache, &sources, &args).map(|_| ()),

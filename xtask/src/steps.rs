@@ -93,17 +93,17 @@ impl Runner {
         let fresh = fs::read_to_string(&stamp).map(|stored| stored == digest).unwrap_or(false)
             && outputs.iter().all(|output| output.exists());
         if fresh {
-            println!("[skip] {name} (inputs unchanged)");
+            eprintln!("[skip] {name} (inputs unchanged)");
             self.skipped.push(name.to_owned());
             return Ok(false);
         }
         let _ = fs::remove_file(&stamp);
-        println!("[run ] {name}");
+        eprintln!("[run ] {name}");
         let started = Instant::now();
         action().with_context(|| format!("step `{name}`"))?;
         let seconds = started.elapsed().as_secs_f64();
         write_atomic(&stamp, digest.as_bytes())?;
-        println!("[done] {name} in {seconds:.1}s");
+        eprintln!("[done] {name} in {seconds:.1}s");
         self.ran.push((name.to_owned(), seconds));
         Ok(true)
     }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: build what is stale, run every cargo test (the host workspace and
 //! the guest ABI crate's host-side tests), lint the CI workflow when actionlint is there,
-//! then run the conformance suite on every variant.
+//! then run the conformance suite and the command suite (`tests/cli`) on every variant.
 
 use std::process::Command;
 
@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 fn run_checked(mut command: Command, what: &str) -> Result<()> {
-    println!("$ {what}");
+    eprintln!("$ {what}");
     let status = command.status().with_context(|| format!("start `{what}`"))?;
     if !status.success() {
         bail!("`{what}` failed ({status})");
@@ -50,11 +50,12 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         lint.current_dir(&workspace.root);
         run_checked(lint, "actionlint")?;
     } else {
-        println!("note: actionlint is not installed; .ci/run installs it to lint .github/workflows");
+        eprintln!("note: actionlint is not installed; .ci/run installs it to lint .github/workflows");
     }
 
     if args.no_conformance {
         return Ok(());
     }
-    conformance::run_suite(workspace, cache, sources, &ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() })
+    conformance::run_suite(workspace, cache, sources, &ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() })?;
+    conformance::run_cli_suite(workspace, cache, sources)
 }

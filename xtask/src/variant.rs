@@ -21,6 +21,23 @@ pub struct Variant {
     /// Whether the host mounts the CPython stdlib read-only at `/python-stdlib`.
     pub mounts_stdlib: bool,
     pub component: &'static str,
+    /// The same interpreter as a plain WASI program.
+    pub command: CommandForm,
+}
+
+/// The command form of a variant: `python-<variant>.wasm`, a `wasi:cli/command` component
+/// whose `run` is the interpreter's own `main`. It links the variant's pinned libraries and
+/// stubs like the sandbox does, plus an entry library that defines `_start`.
+pub struct CommandForm {
+    pub component: &'static str,
+    /// The shared library that defines `_start`.
+    pub library: &'static str,
+    /// C sources of the entry library, besides the variant's stubs.
+    pub c_sources: &'static [&'static str],
+    /// Whether the guest staticlib joins the entry library (RustPython's `_start` is in it).
+    pub uses_staticlib: bool,
+    /// What the entry library exports, besides the stubs' exports.
+    pub exports: &'static [&'static str],
 }
 
 /// The pinned libraries every variant links first: wasi-libc and its emulations.
@@ -47,6 +64,14 @@ pub const CPYTHON: Variant = Variant {
     extra_libraries: &["libc++abi.so", "libc++.so", "libpython3.14.so"],
     mounts_stdlib: true,
     component: "runtime-cpython.wasm",
+    // CPython's own `Py_BytesMain`, called by wasi-libc's `__main_void` with the arguments.
+    command: CommandForm {
+        component: "python-cpython.wasm",
+        library: "libpython_main.so",
+        c_sources: &["crates/eryx-wasm-runtime/python_main.c"],
+        uses_staticlib: false,
+        exports: &["_start", "__main_argc_argv"],
+    },
 };
 
 /// RustPython as a library, its stdlib frozen in: nothing to mount, no libpython, no C++.
@@ -61,6 +86,14 @@ pub const RUSTPYTHON: Variant = Variant {
     extra_libraries: &[],
     mounts_stdlib: false,
     component: "runtime-rustpython.wasm",
+    // RustPython's own command line (`rustpython::run`), from the guest staticlib.
+    command: CommandForm {
+        component: "python-rustpython.wasm",
+        library: "liberyx_rustpython_main.so",
+        c_sources: &[],
+        uses_staticlib: true,
+        exports: &["_start"],
+    },
 };
 
 pub const ALL: &[Variant] = &[CPYTHON, RUSTPYTHON];
@@ -100,7 +133,7 @@ mod tests {
         let lock = crate::lock::Lock::load(&root().join("toolchains.lock")).unwrap();
         let pinned: Vec<&str> = lock.cpython.members.iter().map(|member| member.name.as_str()).collect();
         for variant in ALL {
-            for path in variant.guest_sources.iter().chain(variant.c_stubs) {
+            for path in variant.guest_sources.iter().chain(variant.c_stubs).chain(variant.command.c_sources) {
                 assert!(root().join(path).exists(), "{}: {path} does not exist", variant.name);
             }
             let crate_dir = variant.guest_sources.last().unwrap();

@@ -32,15 +32,34 @@ fn engine_hash(engine: &Engine) -> u64 {
     hasher.finish()
 }
 
+/// What a component must implement to be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// The `eryx:sandbox/sandbox` world of `wit/runtime.wit`.
+    Sandbox,
+    /// A WASI command: it exports `wasi:cli/run`.
+    Command,
+}
+
 /// Loads the compiled form of `component_path`, compiling and caching it when needed.
 /// Returns the component and whether it came from the cache.
-pub fn load(engine: &Engine, component_path: &Path, cache_dir: &Path, settings: &str) -> Result<(Component, bool)> {
+pub fn load(
+    engine: &Engine,
+    component_path: &Path,
+    cache_dir: &Path,
+    settings: &str,
+    interface: Interface,
+) -> Result<(Component, bool)> {
     let bytes = fs::read(component_path).with_context(|| {
         format!("read {} (run `cargo xtask build-runtime`)", component_path.display())
     })?;
+    let label = component_path.display().to_string();
     // A component of another world would fail later with a linker error that names no
     // function; this names the one that differs.
-    eryx_interface::check_component(&bytes, &component_path.display().to_string())?;
+    match interface {
+        Interface::Sandbox => eryx_interface::check_component(&bytes, &label)?,
+        Interface::Command => eryx_interface::check_command(&bytes, &label)?,
+    }
     let key = hex(&Sha256::new()
         .chain_update(&bytes)
         .chain_update(settings)
@@ -83,7 +102,7 @@ mod tests {
         let path = directory.path().join("runtime-broken.wasm");
         fs::write(&path, eryx_interface::test_components::component_for(&wit)).unwrap();
         let engine = Engine::default();
-        let error = format!("{:#}", load(&engine, &path, &directory.path().join("compiled"), "").err().unwrap());
+        let error = format!("{:#}", load(&engine, &path, &directory.path().join("compiled"), "", Interface::Sandbox).err().unwrap());
         assert!(error.contains("runtime-broken.wasm does not implement eryx:sandbox/sandbox"), "{error}");
         assert!(error.contains("export `snapshot-state` is missing"), "{error}");
         assert!(!directory.path().join("compiled").exists(), "nothing was compiled or cached");

@@ -7,6 +7,8 @@
 //! under limits (wall-clock timeout, memory, optional fuel) with typed errors.
 
 pub mod callbacks;
+pub mod cli_cases;
+pub mod command;
 mod compile_cache;
 pub mod conformance;
 pub mod manifest;
@@ -151,7 +153,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let settings = format!("epoch=1;fuel={};stack=4M", limits.fuel.is_some());
         let (component, loaded_from_cache) =
-            compile_cache::load(&engine, &variant.component_path, compile_cache_dir, &settings)?;
+            compile_cache::load(&engine, &variant.component_path, compile_cache_dir, &settings, compile_cache::Interface::Sandbox)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;

@@ -1,5 +1,6 @@
-//! `eryx-host`: run Python in a sandbox built by `cargo xtask build-runtime`, or run the
-//! conformance suite. Normally started through `cargo xtask run` / `cargo xtask conformance`.
+//! `eryx-host`: run Python in a sandbox built by `cargo xtask build-runtime`, run a variant's
+//! command form like `python3`, or run the conformance and command suites. Normally started
+//! through `cargo xtask run` / `python` / `conformance` / `test`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use eryx_host::{conformance, Callbacks, Limits, Manifest, Runtime};
+use std::time::Duration;
+
+use eryx_host::command::{CommandRuntime, Invocation, Streams};
+use eryx_host::{cli_cases, conformance, Callbacks, Limits, Manifest, Runtime};
 
 #[derive(Parser)]
 #[command(name = "eryx-host", about = "Run eryx sandbox guests with wasmtime")]
@@ -30,6 +34,34 @@ enum Command {
     },
     /// Run conformance case files against variants
     Conformance(conformance::Args),
+    /// Run a variant's command form (`python-<variant>.wasm`) like `python3`
+    Python(PythonArgs),
+    /// Run command case files (`tests/cli/*.toml`) against every variant's command form
+    CliCases(cli_cases::Args),
+}
+
+#[derive(clap::Args)]
+struct PythonArgs {
+    /// The manifest written by `cargo xtask build-runtime`
+    #[arg(long, default_value = "target/eryx/manifest.json")]
+    manifest: PathBuf,
+    #[arg(long, default_value = "cpython")]
+    variant: String,
+    /// A host directory the program may read and write: HOST or HOST::GUEST (default GUEST: HOST)
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// An environment variable for the program (it sees no other)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Wall-clock limit in milliseconds
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Memory limit in MiB
+    #[arg(long, default_value_t = 256)]
+    memory_mib: usize,
+    /// The program's arguments, as for `python3`
+    #[arg(last = true)]
+    args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -64,5 +96,31 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Conformance(args) => conformance::run(&args),
+        Command::CliCases(args) => cli_cases::run(&args),
+        Command::Python(args) => {
+            let manifest = Manifest::load(&args.manifest)?;
+            let entry = manifest.variant(&args.variant)?.clone();
+            let runtime = CommandRuntime::new(entry, &manifest.compile_cache_dir())?;
+            let mut dirs = Vec::new();
+            for dir in &args.dirs {
+                let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+                dirs.push((PathBuf::from(host), guest.to_owned()));
+            }
+            let mut env = Vec::new();
+            for pair in &args.env {
+                let (key, value) =
+                    pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--env {pair}: expected KEY=VALUE"))?;
+                env.push((key.to_owned(), value.to_owned()));
+            }
+            let invocation = Invocation {
+                args: args.args,
+                env,
+                dirs,
+                timeout: Duration::from_millis(args.timeout_ms),
+                memory_bytes: args.memory_mib << 20,
+            };
+            let finished = runtime.run(&invocation, Streams::Inherit)?;
+            Ok(ExitCode::from(u8::try_from(finished.exit_status).unwrap_or(1)))
+        }
     }
 }

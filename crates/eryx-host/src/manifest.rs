@@ -18,6 +18,8 @@ pub struct VariantEntry {
     pub name: String,
     pub component_path: PathBuf,
     pub component_sha256: String,
+    /// The command form (`python-<variant>.wasm`), when the build made one.
+    pub command_path: Option<PathBuf>,
     pub stdlib: Option<StdlibMount>,
     pub env: BTreeMap<String, String>,
 }
@@ -47,6 +49,7 @@ struct RawStdlib {
 #[derive(Deserialize)]
 struct RawVariant {
     component: RawArtifact,
+    command: Option<RawArtifact>,
     stdlib: Option<RawStdlib>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -66,6 +69,7 @@ impl Manifest {
                     name: name.clone(),
                     component_path: base.join(&variant.component.path),
                     component_sha256: variant.component.sha256,
+                    command_path: variant.command.map(|command| base.join(command.path)),
                     stdlib: variant.stdlib.map(|stdlib| StdlibMount {
                         host_directory: base.join(stdlib.directory),
                         guest_path: stdlib.guest_path,

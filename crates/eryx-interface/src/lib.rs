@@ -63,6 +63,23 @@ pub fn check_component_against(bytes: &[u8], label: &str, wit: &str) -> Result<(
     Ok(())
 }
 
+/// Checks that `bytes` is a WASI command: a component exporting the `wasi:cli/run`
+/// interface, which is what every WASI host calls.
+pub fn check_command(bytes: &[u8], label: &str) -> Result<()> {
+    let decoded = wit_parser::decoding::decode(bytes).with_context(|| format!("{label} is not a readable component"))?;
+    let DecodedWasm::Component(resolve, world) = decoded else {
+        bail!("{label} is a WIT package, not a component");
+    };
+    let exports_run = resolve.worlds[world].exports.keys().any(|key| match key {
+        WorldKey::Interface(id) => resolve.id_of(*id).is_some_and(|name| name.starts_with("wasi:cli/run@")),
+        WorldKey::Name(_) => false,
+    });
+    if !exports_run {
+        bail!("component {label} is not a WASI command: it does not export `wasi:cli/run`");
+    }
+    Ok(())
+}
+
 /// The functions a world exports or imports at its top level, by name.
 fn functions<'a>(items: impl Iterator<Item = (&'a WorldKey, &'a WorldItem)>) -> Vec<(String, &'a Function)> {
     items
@@ -262,6 +279,12 @@ mod tests {
         );
         let error = format!("{:#}", check_component(&component_for(&wit), "runtime-test.wasm").unwrap_err());
         assert!(error.contains("import `read-host-file` (func(path: string) -> list<u8>) is not part of the world"), "{error}");
+    }
+
+    #[test]
+    fn a_sandbox_component_is_not_a_command() {
+        let error = format!("{:#}", check_command(&component_for(WORLD_WIT), "runtime-test.wasm").unwrap_err());
+        assert!(error.contains("runtime-test.wasm is not a WASI command"), "{error}");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! module of its own, gives that module the three host functions, and only converts values
 //! on the way in and out.
 
+// `ExitCode::exit_process`, to end the command with the interpreter's exit status. The guests
+// build with a toolchain that allows it (a nightly, or Debian's rustc with RUSTC_BOOTSTRAP=1).
+#![feature(exitcode_exit_method)]
+
 use eryx_guest_abi::{python_runtime, Backend, ExecuteOutput};
 use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
 use rustpython::vm::scope::Scope;
@@ -177,4 +181,16 @@ fn describe(vm: &VirtualMachine, error: rustpython::vm::builtins::PyBaseExceptio
         text = "an exception that could not be formatted".to_owned();
     }
     text.trim_end().to_owned()
+}
+
+/// The entry point of `python-rustpython.wasm`, the command form of this guest: RustPython's
+/// own command line (`-c`, scripts, `-m`, stdin), with the frozen stdlib. The component's
+/// linker runs the library constructors before it, and the preview1 command adapter calls it
+/// from `wasi:cli/run`.
+#[no_mangle]
+pub extern "C" fn _start() {
+    let builder = InterpreterBuilder::new().init_stdlib();
+    // `rustpython::run` answers an `ExitCode` (from `sys.exit(N)`, 1 after an uncaught
+    // exception); end the process with exactly that status.
+    rustpython::run(builder).exit_process()
 }

@@ -1,0 +1,174 @@
+//! Running a variant's command form (`python-<variant>.wasm`, a `wasi:cli/command`
+//! component) the way one runs `python3`: arguments, environment, stdin, preopened
+//! directories, and the program's exit status.
+//!
+//! The program sees only what it is given: the directories passed (read-write), the
+//! environment passed, and, for a variant that mounts the CPython stdlib, that stdlib
+//! read-only with the variant's own environment (`PYTHONHOME`, ...). Limits: a wall-clock
+//! timeout and a memory limit, as for sandboxes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::VariantEntry;
+
+/// How much output a captured run keeps per stream.
+const CAPTURE_BYTES: usize = 16 << 20;
+const TICK: Duration = Duration::from_millis(10);
+
+/// Where the program's standard streams go.
+pub enum Streams {
+    /// The host process's own stdin, stdout and stderr.
+    Inherit,
+    /// `stdin` as the program's input; its output is captured and returned.
+    Capture { stdin: Vec<u8> },
+}
+
+/// One run of the command.
+pub struct Invocation {
+    /// `argv[1..]`; `argv[0]` is `python`.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Host directory → path inside the program, read-write.
+    pub dirs: Vec<(PathBuf, String)>,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub exit_status: i32,
+    /// Empty unless the streams were captured.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A compiled command component of one variant.
+pub struct CommandRuntime {
+    engine: Engine,
+    component: Component,
+    linker: Linker<State>,
+    variant: VariantEntry,
+}
+
+impl CommandRuntime {
+    pub fn new(variant: VariantEntry, compile_cache_dir: &Path) -> Result<CommandRuntime> {
+        let path = variant.command_path.clone().with_context(|| {
+            format!("the manifest has no command form of `{}`; run `cargo xtask build-runtime`", variant.name)
+        })?;
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let (component, _) = crate::compile_cache::load(
+            &engine,
+            &path,
+            compile_cache_dir,
+            "command;epoch=1",
+            crate::compile_cache::Interface::Command,
+        )?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let weak = engine.weak();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        });
+        Ok(CommandRuntime { engine, component, linker, variant })
+    }
+
+    /// Runs the program once, in a fresh instance.
+    pub fn run(&self, invocation: &Invocation, streams: Streams) -> Result<Finished> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.arg("python");
+        wasi.args(&invocation.args);
+        if let Some(stdlib) = &self.variant.stdlib {
+            wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
+        }
+        for (key, value) in &self.variant.env {
+            wasi.env(key, value);
+        }
+        for (key, value) in &invocation.env {
+            wasi.env(key, value);
+        }
+        for (host, guest) in &invocation.dirs {
+            if !host.is_dir() {
+                bail!("--dir {}: not a directory", host.display());
+            }
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("mount {} at {guest}", host.display()))?;
+        }
+        let captured = match streams {
+            Streams::Inherit => {
+                wasi.inherit_stdio();
+                None
+            }
+            Streams::Capture { stdin } => {
+                let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
+                let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+                wasi.stdin(MemoryInputPipe::new(stdin));
+                wasi.stdout(stdout.clone());
+                wasi.stderr(stderr.clone());
+                Some((stdout, stderr))
+            }
+        };
+        let state = State {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(invocation.memory_bytes).trap_on_grow_failure(true).build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline((invocation.timeout.as_millis() / TICK.as_millis()).max(1) as u64);
+        let command = Command::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(anyhow::Error::from)
+            .context("instantiate the command component")?;
+        let exit_status = match command.wasi_cli_run().call_run(&mut store) {
+            Ok(Ok(())) => 0,
+            Ok(Err(())) => 1,
+            Err(error) => match error.downcast_ref::<I32Exit>() {
+                Some(exit) => exit.0,
+                None => match error.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => {
+                        bail!("the program ran longer than the timeout of {} ms", invocation.timeout.as_millis())
+                    }
+                    _ if format!("{error:?}").contains("forcing trap when growing memory") => {
+                        bail!("the program hit the memory limit of {} MiB", invocation.memory_bytes >> 20)
+                    }
+                    _ => return Err(anyhow::Error::from(error).context("the program trapped")),
+                },
+            },
+        };
+        let (stdout, stderr) = match captured {
+            Some((stdout, stderr)) => (stdout.contents().to_vec(), stderr.contents().to_vec()),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Finished { exit_status, stdout, stderr })
+    }
+}
