@@ -170,6 +170,9 @@ fn build_variant(
         .text("rustflags", &rustflags.join("\x1f"))
         .text("target", target)
         .text("build-stamp", &stamp.commit);
+    for (key, value) in variant.guest_build_env {
+        inputs.text(key, value);
+    }
     for patched in &fetched.lock.patched_crates {
         inputs.tree(&crate::patch::crate_dir(workspace, patched))?;
     }
@@ -191,6 +194,9 @@ fn build_variant(
             command = command.env(key, value);
         }
         for (key, value) in stamp.env() {
+            command = command.env(key, value);
+        }
+        for (key, value) in variant.guest_build_env {
             command = command.env(key, value);
         }
         command

@@ -1,7 +1,8 @@
 //! `cargo xtask dist`: the release bundle, a directory anyone can verify.
 //!
 //! ```text
-//! target/dist/runtime-cpython.wasm, runtime-rustpython.wasm   the components
+//! target/dist/runtime-cpython.wasm, runtime-rustpython.wasm   the sandbox components
+//! target/dist/python-cpython.wasm, python-rustpython.wasm     the WASI commands
 //! target/dist/python-stdlib.tar.zst                            the CPython stdlib
 //! target/dist/manifest.json        every artifact and every input's digest
 //! target/dist/sbom.cdx.json        CycloneDX SBOM (reproducible)
@@ -10,7 +11,8 @@
 //!                                  deterministically (with its own SHA256SUMS inside)
 //! ```
 //!
-//! Each component is checked against `wit/runtime.wit` before it is shipped.
+//! Each sandbox component is checked against `wit/runtime.wit`, and each command for its
+//! `wasi:cli/run` export, before it is shipped.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -60,11 +62,17 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         // The components, each checked against the world before it ships.
         let mut shipped = Vec::new();
         for variant in variant::ALL {
-            let source = artifacts.join(variant.component);
-            let bytes = fs::read(&source).with_context(|| format!("read {}", source.display()))?;
-            eryx_interface::check_component(&bytes, variant.component)?;
-            fs::write(contents.join(variant.component), &bytes)?;
-            shipped.push(variant.component.to_owned());
+            for (component, is_command) in [(variant.component, false), (variant.command.component, true)] {
+                let source = artifacts.join(component);
+                let bytes = fs::read(&source).with_context(|| format!("read {}", source.display()))?;
+                if is_command {
+                    eryx_interface::check_command(&bytes, component)?;
+                } else {
+                    eryx_interface::check_component(&bytes, component)?;
+                }
+                fs::write(contents.join(component), &bytes)?;
+                shipped.push(component.to_owned());
+            }
         }
         let stdlib = "python-stdlib.tar.zst";
         fs::copy(artifacts.join(stdlib), contents.join(stdlib)).context("copy the stdlib archive")?;

@@ -46,6 +46,17 @@ const EDITS: &[Edit] = &[
         find: "    collections::HashMap,\n",
         replace: "    collections::BTreeMap as HashMap,\n",
     },
+    // `#[pyclass]` collects a class's getsets in a map keyed by (name, cfgs) and registers
+    // them in the map's iteration order; sort them first.
+    Edit {
+        krate: "rustpython-derive-impl",
+        path: "src/pyclass.rs",
+        find: "        let properties = self.map.iter().map(|((name, cfgs), entry)| {\n",
+        replace: "        // Sorted by name (then by the cfgs), not in the map's random iteration order.\n        \
+                  let mut sorted: Vec<_> = self.map.iter().collect();\n        \
+                  sorted.sort_by_cached_key(|((name, cfgs), _)| (name.clone(), quote!(#(#cfgs)*).to_string()));\n        \
+                  let properties = sorted.into_iter().map(|((name, cfgs), entry)| {\n",
+    },
 ];
 
 /// The directory a patched crate is derived into.

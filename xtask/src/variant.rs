@@ -8,6 +8,8 @@ pub struct Variant {
     pub guest_package: &'static str,
     /// The directories and files whose contents decide whether the staticlib is rebuilt.
     pub guest_sources: &'static [&'static str],
+    /// Environment for the guest's cargo build (compile-time settings of its dependencies).
+    pub guest_build_env: &'static [(&'static str, &'static str)],
     /// C sources compiled with the WASI clang and linked into the runtime library.
     pub c_stubs: &'static [&'static str],
     /// Symbols the stubs define for the pinned libraries; the runtime library exports them
@@ -58,6 +60,7 @@ pub const CPYTHON: Variant = Variant {
     name: "cpython",
     guest_package: "eryx-wasm-runtime",
     guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE_MANIFEST, GUEST_LOCK, "crates/eryx-wasm-runtime"],
+    guest_build_env: &[],
     c_stubs: &["crates/eryx-wasm-runtime/clock_stubs.c"],
     stub_exports: &["_CLOCK_PROCESS_CPUTIME_ID", "_CLOCK_THREAD_CPUTIME_ID"],
     runtime_library: "liberyx_runtime.so",
@@ -79,6 +82,11 @@ pub const RUSTPYTHON: Variant = Variant {
     name: "rustpython",
     guest_package: "eryx-rustpython-runtime",
     guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE_MANIFEST, GUEST_LOCK, "crates/eryx-rustpython-runtime"],
+    // rustpython-pylib's `LIB_PATH` (the stdlib directory RustPython reports) is its crate's
+    // absolute source path, which differs per machine and between registry and vendored
+    // builds; the crate reads an override (`win_lib_path`, meant for Windows checkouts) at
+    // compile time. Give it the remapped path every other registry source gets.
+    guest_build_env: &[("win_lib_path", "/crates/rustpython-pylib-0.6.0/Lib")],
     c_stubs: &["crates/eryx-rustpython-runtime/signal_stubs.c"],
     // Used by the runtime library itself; no other library needs it.
     stub_exports: &[],
@@ -148,6 +156,17 @@ mod tests {
             assert!(guest_workspace.contains(&member), "{} is not a guest workspace member", variant.guest_package);
             for library in variant.pinned_libraries() {
                 assert!(pinned.contains(&library), "{}: {library} is not a member pinned in toolchains.lock", variant.name);
+            }
+        }
+        // A build-env path naming a crate version names the locked one.
+        let guest_lock = std::fs::read_to_string(root().join(GUEST_LOCK)).unwrap();
+        for variant in ALL {
+            for (key, value) in variant.guest_build_env {
+                if let Some(crate_dir) = value.strip_prefix("/crates/").and_then(|rest| rest.split('/').next()) {
+                    let (name, version) = crate_dir.rsplit_once('-').unwrap();
+                    let locked = format!("name = \"{name}\"\nversion = \"{version}\"\n");
+                    assert!(guest_lock.contains(&locked), "{}: {key} names {crate_dir}, which crates/Cargo.lock does not lock", variant.name);
+                }
             }
         }
         let names: std::collections::BTreeSet<_> = ALL.iter().map(|variant| variant.name).collect();
