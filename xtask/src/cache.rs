@@ -54,6 +54,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("write {}", path.display()))
 }
 
+/// Builds the directory `out` by filling a temporary sibling with `fill` and renaming it
+/// into place: on failure nothing is left, and a reader never sees a half-made `out`.
+pub fn replace_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let staging = temporary_sibling(out);
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
+    if let Err(error) = fill(&staging) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    if out.exists() {
+        fs::remove_dir_all(out).with_context(|| format!("remove the old {}", out.display()))?;
+    }
+    fs::rename(&staging, out).with_context(|| format!("move {} into place", out.display()))
+}
+
 /// A unique temporary name next to `path` (same file system, so rename is atomic).
 pub fn temporary_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();

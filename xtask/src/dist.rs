@@ -54,11 +54,9 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let release_name = format!("{PRODUCT}-{version}-{target}");
     let artifacts = workspace.artifacts_dir();
 
-    let staging = cache::temporary_sibling(&out);
-    let _ = fs::remove_dir_all(&staging);
-    let contents = staging.join(&release_name);
-    fs::create_dir_all(&contents)?;
-    let result = (|| -> Result<()> {
+    cache::replace_dir_atomically(&out, |staging| {
+        let contents = staging.join(&release_name);
+        fs::create_dir_all(&contents)?;
         // The components, each checked against the world before it ships.
         let mut shipped = Vec::new();
         for variant in variant::ALL {
@@ -127,17 +125,9 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
             fs::rename(entry.path(), staging.join(entry.file_name()))?;
         }
         fs::remove_dir(&contents)?;
-        write_sums(&staging)?;
+        write_sums(staging)?;
         Ok(())
-    })();
-    if let Err(error) = result {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(error);
-    }
-    if out.exists() {
-        fs::remove_dir_all(&out).with_context(|| format!("remove the old {}", out.display()))?;
-    }
-    fs::rename(&staging, &out).with_context(|| format!("move the release bundle into {}", out.display()))?;
+    })?;
     eprintln!("release bundle in {} ({:.1}s):", out.display(), started.elapsed().as_secs_f64());
     for line in fs::read_to_string(out.join(SUMS))?.lines() {
         let (digest, name) = line.split_once("  ").unwrap_or((line, ""));

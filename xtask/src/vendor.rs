@@ -41,10 +41,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let lock = &fetched.lock;
 
-    let staging = cache::temporary_sibling(&out);
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
-    let result = (|| -> Result<()> {
+    cache::replace_dir_atomically(&out, |staging| {
         eprintln!("[1/5] crates of the host workspace, the guest workspace and Rust's standard library");
         vendor_crates(workspace, &fetched.rust, &staging.join(CRATES_DIR))?;
 
@@ -72,17 +69,9 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         }
 
         fs::write(staging.join(CARGO_CONFIG), cargo_config(&name))?;
-        bundle::write_manifest(&staging, workspace)?;
+        bundle::write_manifest(staging, workspace)?;
         Ok(())
-    })();
-    if let Err(error) = result {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(error);
-    }
-    if out.exists() {
-        fs::remove_dir_all(&out).with_context(|| format!("remove the old bundle {}", out.display()))?;
-    }
-    fs::rename(&staging, &out).with_context(|| format!("move the bundle into {}", out.display()))?;
+    })?;
 
     let packed = out.with_file_name(format!("{name}.tar.zst"));
     eprintln!("packing {}", packed.display());

@@ -33,18 +33,7 @@ use crate::Manifest;
 /// Where a case's files are mounted inside the program.
 pub const WORK_DIR: &str = "/work";
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// The manifest written by `cargo xtask build-runtime`
-    #[arg(long, default_value = "target/eryx/manifest.json")]
-    pub manifest: PathBuf,
-    /// A variant name or `all` (default: every variant in the manifest)
-    #[arg(long)]
-    pub variant: Option<String>,
-    /// Case files, or directories of `*.toml` case files
-    #[arg(long = "cases", required = true)]
-    pub cases: Vec<PathBuf>,
-}
+pub use crate::conformance::SuiteArgs as Args;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,25 +70,8 @@ pub struct Case {
 
 /// The cases of every `*.toml` under the given files and directories.
 pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("read {}", path.display()))?
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|file| file.extension().is_some_and(|extension| extension == "toml"))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                bail!("{} holds no *.toml case files", path.display());
-            }
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
     let mut cases = Vec::new();
-    for file in files {
+    for file in crate::conformance::case_files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
         let parsed: CaseFile = toml::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
         for mut case in parsed.case {

@@ -21,7 +21,6 @@ use crate::VariantEntry;
 
 /// How much output a captured run keeps per stream.
 const CAPTURE_BYTES: usize = 16 << 20;
-const TICK: Duration = Duration::from_millis(10);
 
 /// Where the program's standard streams go.
 pub enum Streams {
@@ -89,14 +88,7 @@ impl CommandRuntime {
         )?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        let weak = engine.weak();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(TICK);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
-            }
-        });
+        crate::start_epoch_ticker(&engine);
         Ok(CommandRuntime { engine, component, linker, variant })
     }
 
@@ -105,14 +97,7 @@ impl CommandRuntime {
         let mut wasi = WasiCtxBuilder::new();
         wasi.arg("python");
         wasi.args(&invocation.args);
-        if let Some(stdlib) = &self.variant.stdlib {
-            wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
-        }
-        for (key, value) in &self.variant.env {
-            wasi.env(key, value);
-        }
+        crate::grant_variant(&mut wasi, &self.variant)?;
         for (key, value) in &invocation.env {
             wasi.env(key, value);
         }
@@ -145,7 +130,7 @@ impl CommandRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline((invocation.timeout.as_millis() / TICK.as_millis()).max(1) as u64);
+        store.set_epoch_deadline((invocation.timeout.as_millis() / crate::TICK.as_millis()).max(1) as u64);
         let command = Command::instantiate(&mut store, &self.component, &self.linker)
             .map_err(anyhow::Error::from)
             .context("instantiate the command component")?;

@@ -15,8 +15,9 @@ use serde_json::json;
 
 use crate::{Callbacks, Limits, Manifest, Runtime, Sandbox};
 
+/// What every suite runner takes: the manifest, the variants and the case files.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct SuiteArgs {
     /// The manifest written by `cargo xtask build-runtime`
     #[arg(long, default_value = "target/eryx/manifest.json")]
     pub manifest: PathBuf,
@@ -26,6 +27,12 @@ pub struct Args {
     /// Case files, or directories of `*.toml` case files
     #[arg(long = "cases", required = true)]
     pub cases: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub suite: SuiteArgs,
     /// Also write the results as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -155,8 +162,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-/// Every case under the given files and directories (directories: their `*.toml`, sorted).
-pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
+/// The case files under the given files and directories (directories: their `*.toml`,
+/// sorted); shared by the conformance and the command suites.
+pub fn case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -176,8 +184,13 @@ pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
             bail!("{} does not exist", path.display());
         }
     }
+    Ok(files)
+}
+
+/// Every case under the given files and directories.
+pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
     let mut cases = Vec::new();
-    for file in files {
+    for file in case_files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
         cases.extend(parse_file(&file, &text)?);
     }
@@ -298,8 +311,8 @@ fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) 
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let manifest = Manifest::load(&args.manifest)?;
-    let variant_names: Vec<String> = match args.variant.as_deref() {
+    let manifest = Manifest::load(&args.suite.manifest)?;
+    let variant_names: Vec<String> = match args.suite.variant.as_deref() {
         None | Some("all") => manifest.variants.keys().cloned().collect(),
         Some(name) => {
             manifest.variant(name)?;
@@ -309,7 +322,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if variant_names.is_empty() {
         bail!("{} lists no built variants; run `cargo xtask build-runtime`", manifest.path.display());
     }
-    let cases = load_cases(&args.cases)?;
+    let cases = load_cases(&args.suite.cases)?;
     let mut results: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
     for name in &variant_names {
         let started = std::time::Instant::now();

@@ -34,7 +34,7 @@ mod bindings {
 }
 
 /// How often the epoch ticker advances; the timeout's resolution.
-const TICK: Duration = Duration::from_millis(10);
+pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// How much of the guest's own stderr a sandbox keeps (to explain a trap).
 const GUEST_STDERR_BYTES: usize = 64 * 1024;
 
@@ -130,6 +130,33 @@ impl bindings::SandboxImports for State {
     }
 }
 
+/// Advances `engine`'s epoch every [`TICK`] (the timeouts' clock) until the engine, held
+/// weakly, is gone.
+pub(crate) fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(TICK);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => break,
+        }
+    });
+}
+
+/// What every instance of a variant sees: its stdlib (read-only) when it mounts one, and the
+/// variant's own environment.
+pub(crate) fn grant_variant(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Result<()> {
+    if let Some(stdlib) = &variant.stdlib {
+        wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
+    }
+    for (key, value) in &variant.env {
+        wasi.env(key, value);
+    }
+    Ok(())
+}
+
 /// A compiled variant, ready to create sandboxes.
 pub struct Runtime {
     engine: Engine,
@@ -157,29 +184,14 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-        // One ticker per engine; it stops when the engine (held weakly) is gone.
-        let weak = engine.weak();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(TICK);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
-            }
-        });
+        start_epoch_ticker(&engine);
         Ok(Runtime { engine, component, linker, variant, limits, loaded_from_cache })
     }
 
     /// A fresh sandbox with its own namespace.
     pub fn sandbox(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
         let mut wasi = WasiCtxBuilder::new();
-        if let Some(stdlib) = &self.variant.stdlib {
-            wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
-        }
-        for (key, value) in &self.variant.env {
-            wasi.env(key, value);
-        }
+        grant_variant(&mut wasi, &self.variant)?;
         // The guest's own stderr (not the user's, which `execute` captures) carries the
         // reason of a guest panic; it is kept to explain traps.
         let guest_stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
