@@ -35,6 +35,21 @@ pub struct ExecuteOutput {
     pub stderr: String,
 }
 
+/// Why one `execute` failed, with what it printed before.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExecuteError {
+    pub stdout: String,
+    pub stderr: String,
+    pub traceback: String,
+}
+
+/// A failure of the runtime itself (no user output to keep).
+impl From<String> for ExecuteError {
+    fn from(traceback: String) -> Self {
+        ExecuteError { traceback, ..ExecuteError::default() }
+    }
+}
+
 /// A callback the host offers, as `list-callbacks` describes it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CallbackInfo {
@@ -45,7 +60,7 @@ pub struct CallbackInfo {
 
 /// One Python implementation behind the world's exports.
 pub trait Backend {
-    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String>;
+    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError>;
     fn snapshot_state(&mut self) -> Result<Vec<u8>, String>;
     fn restore_state(&mut self, data: &[u8]) -> Result<(), String>;
     fn clear_state(&mut self);
@@ -92,7 +107,11 @@ pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>)
                     Value::String(output.stdout),
                     Value::String(output.stderr),
                 ]))),
-                Err(error) => Value::err(Some(Value::String(error))),
+                Err(error) => Value::err(Some(Value::Record(vec![
+                    Value::String(error.stdout),
+                    Value::String(error.stderr),
+                    Value::String(error.traceback),
+                ]))),
             })
         }
         "snapshot-state" => Some(match backend.snapshot_state() {
@@ -205,10 +224,14 @@ mod tests {
     }
 
     impl Backend for Recorder {
-        fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String> {
+        fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError> {
             self.calls.push(format!("execute {code}"));
             if code == "fail" {
-                return Err("Traceback\nValueError: no".into());
+                return Err(ExecuteError {
+                    stdout: "partial\n".into(),
+                    stderr: String::new(),
+                    traceback: "Traceback\nValueError: no".into(),
+                });
             }
             Ok(ExecuteOutput { stdout: code.to_uppercase(), stderr: String::new() })
         }
@@ -236,7 +259,14 @@ mod tests {
             ]))))
         );
         let err = dispatch_to(&mut backend, "execute", &mut vec![Value::String("fail".into())]);
-        assert_eq!(err, Some(Value::err(Some(Value::String("Traceback\nValueError: no".into())))));
+        assert_eq!(
+            err,
+            Some(Value::err(Some(Value::Record(vec![
+                Value::String("partial\n".into()),
+                Value::String(String::new()),
+                Value::String("Traceback\nValueError: no".into()),
+            ]))))
+        );
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn first_difference(expected: &str, actual: &str) -> String {
 }
 
 fn check(expect: &Expectations, result: Result<crate::Output, crate::ExecError>) -> Result<(), String> {
-    match result {
+    let output = match result {
         Err(error) => {
             let text = error.to_string();
             if expect.error_contains.is_empty() {
@@ -233,30 +233,33 @@ fn check(expect: &Expectations, result: Result<crate::Output, crate::ExecError>)
                     return Err(format!("error lacks {needle:?}; the error was: {}", text.trim_end()));
                 }
             }
-            Ok(())
+            // What the code printed before it failed is checked like any output; a failure
+            // that is not Python's (a timeout, a trap) printed nothing the host kept.
+            error.partial_output().cloned().unwrap_or_default()
         }
         Ok(output) => {
             if !expect.error_contains.is_empty() {
                 return Err(format!("expected an error containing {:?}, but the code succeeded", expect.error_contains));
             }
-            if let Some(stdout) = &expect.stdout {
-                if *stdout != output.stdout {
-                    return Err(first_difference(stdout, &output.stdout));
-                }
-            }
-            for needle in &expect.stdout_contains {
-                if !output.stdout.contains(needle.as_str()) {
-                    return Err(format!("stdout lacks {needle:?}; stdout was {:?}", truncate(&output.stdout)));
-                }
-            }
-            for needle in &expect.stderr_contains {
-                if !output.stderr.contains(needle.as_str()) {
-                    return Err(format!("stderr lacks {needle:?}; stderr was {:?}", truncate(&output.stderr)));
-                }
-            }
-            Ok(())
+            output
+        }
+    };
+    if let Some(stdout) = &expect.stdout {
+        if *stdout != output.stdout {
+            return Err(first_difference(stdout, &output.stdout));
         }
     }
+    for needle in &expect.stdout_contains {
+        if !output.stdout.contains(needle.as_str()) {
+            return Err(format!("stdout lacks {needle:?}; stdout was {:?}", truncate(&output.stdout)));
+        }
+    }
+    for needle in &expect.stderr_contains {
+        if !output.stderr.contains(needle.as_str()) {
+            return Err(format!("stderr lacks {needle:?}; stderr was {:?}", truncate(&output.stderr)));
+        }
+    }
+    Ok(())
 }
 
 fn truncate(text: &str) -> String {
@@ -518,7 +521,19 @@ steps = [
 
         let expect = Expectations { error_contains: vec!["NameError".into()], ..Expectations::default() };
         assert!(check(&expect, Ok(crate::Output::default())).unwrap_err().contains("succeeded"));
-        assert!(check(&expect, Err(crate::ExecError::Python("NameError: x".into()))).is_ok());
+        assert!(check(&expect, Err(crate::ExecError::python("NameError: x".into()))).is_ok());
+        // Output printed before the error is checked too.
+        let expect = Expectations {
+            error_contains: vec!["ValueError".into()],
+            stdout: Some("partial\n".into()),
+            ..Expectations::default()
+        };
+        let failed = |stdout: &str| crate::ExecError::Python {
+            traceback: "ValueError: late".into(),
+            output: crate::Output { stdout: stdout.into(), stderr: String::new() },
+        };
+        assert!(check(&expect, Err(failed("partial\n"))).is_ok());
+        assert!(check(&expect, Err(failed(""))).unwrap_err().contains("stdout differs"));
         let timeout = crate::ExecError::Timeout(Duration::from_millis(100));
         assert!(check(&expect, Err(timeout)).unwrap_err().contains("timeout"));
     }

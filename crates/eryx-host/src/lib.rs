@@ -65,8 +65,8 @@ pub struct Output {
 /// Why an `execute` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecError {
-    /// The Python code raised; the text is the guest's traceback.
-    Python(String),
+    /// The Python code raised: the guest's traceback, and what the code printed before.
+    Python { traceback: String, output: Output },
     /// The wall-clock timeout was hit.
     Timeout(Duration),
     /// The memory limit was hit.
@@ -80,7 +80,7 @@ pub enum ExecError {
 impl std::fmt::Display for ExecError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExecError::Python(text) => write!(formatter, "{text}"),
+            ExecError::Python { traceback, .. } => write!(formatter, "{traceback}"),
             ExecError::Timeout(limit) => {
                 write!(formatter, "execution timed out: the timeout limit of {} ms was hit", limit.as_millis())
             }
@@ -94,6 +94,21 @@ impl std::fmt::Display for ExecError {
 }
 
 impl std::error::Error for ExecError {}
+
+impl ExecError {
+    /// A Python failure that printed nothing (the state exports).
+    pub fn python(traceback: String) -> ExecError {
+        ExecError::Python { traceback, output: Output::default() }
+    }
+
+    /// What the failed code printed before it failed (empty for other failures).
+    pub fn partial_output(&self) -> Option<&Output> {
+        match self {
+            ExecError::Python { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+}
 
 struct State {
     wasi: WasiCtx,
@@ -271,7 +286,10 @@ impl Sandbox {
         self.arm()?;
         match self.instance.call_execute(&mut self.store, code) {
             Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr }),
-            Ok(Err(traceback)) => Err(ExecError::Python(traceback)),
+            Ok(Err(error)) => Err(ExecError::Python {
+                traceback: error.traceback,
+                output: Output { stdout: error.stdout, stderr: error.stderr },
+            }),
             Err(error) => Err(self.classify(error)),
         }
     }
@@ -280,7 +298,7 @@ impl Sandbox {
     pub fn snapshot(&mut self) -> Result<Vec<u8>, ExecError> {
         self.arm()?;
         match self.instance.call_snapshot_state(&mut self.store) {
-            Ok(result) => result.map_err(ExecError::Python),
+            Ok(result) => result.map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
         }
     }
@@ -289,7 +307,7 @@ impl Sandbox {
     pub fn restore(&mut self, data: &[u8]) -> Result<(), ExecError> {
         self.arm()?;
         match self.instance.call_restore_state(&mut self.store, data) {
-            Ok(result) => result.map_err(ExecError::Python),
+            Ok(result) => result.map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
         }
     }

@@ -88,6 +88,11 @@ fn run() -> Result<ExitCode> {
                         eprint!("{}", output.stderr);
                     }
                     Err(error) => {
+                        // What the code printed before it failed, then why it failed.
+                        if let Some(output) = error.partial_output() {
+                            print!("{}", output.stdout);
+                            eprint!("{}", output.stderr);
+                        }
                         eprintln!("{error}");
                         return Ok(ExitCode::FAILURE);
                     }

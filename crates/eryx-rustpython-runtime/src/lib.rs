@@ -10,7 +10,7 @@
 // build with a toolchain that allows it (a nightly, or Debian's rustc with RUSTC_BOOTSTRAP=1).
 #![feature(exitcode_exit_method)]
 
-use eryx_guest_abi::{python_runtime, Backend, ExecuteOutput};
+use eryx_guest_abi::{python_runtime, Backend, ExecuteError, ExecuteOutput};
 use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
 use rustpython::vm::scope::Scope;
 use rustpython::vm::{PyObjectRef, PyResult, Settings, VirtualMachine};
@@ -63,20 +63,22 @@ impl RustPython {
 }
 
 impl Backend for RustPython {
-    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String> {
+    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError> {
         let code = code.to_owned();
+        // The outer `?` turns a failure of the runtime itself into an error without output.
         self.call(
             "execute",
             |vm| vec![vm.ctx.new_str(code).into()],
             |vm, result| {
                 let [stdout, stderr, error] = items(&result)?;
-                if vm.is_none(&error) {
-                    Ok(ExecuteOutput { stdout: text(&stdout)?, stderr: text(&stderr)? })
+                let (stdout, stderr) = (text(&stdout)?, text(&stderr)?);
+                Ok(if vm.is_none(&error) {
+                    Ok(ExecuteOutput { stdout, stderr })
                 } else {
-                    Err(text(&error)?)
-                }
+                    Err(ExecuteError { stdout, stderr, traceback: text(&error)? })
+                })
             },
-        )
+        )?
     }
 
     fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {

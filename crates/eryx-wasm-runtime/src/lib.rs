@@ -8,7 +8,7 @@
 
 mod python;
 
-use eryx_guest_abi::{Backend, ExecuteOutput};
+use eryx_guest_abi::{Backend, ExecuteError, ExecuteOutput};
 use python::{HelperModule, Owned};
 
 eryx_guest_abi::export_backend!(CPython::start);
@@ -29,7 +29,7 @@ impl CPython {
 }
 
 impl Backend for CPython {
-    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, String> {
+    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError> {
         let result = self.helper.call("execute", &[Owned::string(code)?])?;
         let stdout = result.item(0)?.to_string()?;
         let stderr = result.item(1)?.to_string()?;
@@ -37,7 +37,7 @@ impl Backend for CPython {
         if error.is_none() {
             Ok(ExecuteOutput { stdout, stderr })
         } else {
-            Err(error.to_string()?)
+            Err(ExecuteError { stdout, stderr, traceback: error.to_string()? })
         }
     }
 
