@@ -85,21 +85,33 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     };
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
-    eprintln!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason);
-    eprintln!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason);
     let artifacts = workspace.artifacts_dir();
     let mut runner = Runner::new(artifacts.join(".steps"));
+    runner.preamble = vec![
+        format!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason),
+        format!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason),
+    ];
     let clang_version = fetched.wasi.version();
     for variant in &variants {
         build_variant(workspace, sources, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
     let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
+    if runner.ran.is_empty() {
+        // Nothing was rebuilt: one line, so a command that builds first stays quiet.
+        eprintln!(
+            "build-runtime: up to date ({} steps, {:.1}s); {}",
+            runner.skipped.len(),
+            started.elapsed().as_secs_f64(),
+            manifest.display()
+        );
+        return Ok(manifest);
+    }
     eprintln!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
     for (name, seconds) in &runner.ran {
         eprintln!("  ran     {name:<28} {seconds:>7.1}s");
     }
-    for name in &runner.skipped {
-        eprintln!("  skipped {name}");
+    if !runner.skipped.is_empty() {
+        eprintln!("  up to date: {}", runner.skipped.join(", "));
     }
     for variant in &variants {
         for component in [variant.component, variant.command.component] {

@@ -18,8 +18,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "cpython")]
     pub variant: String,
     /// Python code; each -c is one `execute` on the same sandbox, in order
-    #[arg(short = 'c', long = "code", value_name = "CODE", required = true)]
+    #[arg(short = 'c', long = "code", value_name = "CODE", required_unless_present = "file", conflicts_with = "file")]
     pub code: Vec<String>,
+    /// A Python file to run as one `execute` instead; `-` reads the code from stdin
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -85,6 +88,11 @@ pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &
     command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
     for code in &args.code {
         command.arg("-c").arg(code);
+    }
+    if let Some(file) = &args.file {
+        // The host runs from the workspace root; a relative path names the caller's file.
+        let path = if file.as_os_str() == "-" { file.clone() } else { std::path::absolute(file)? };
+        command.arg(path);
     }
     let status = command.status().context("start eryx-host")?;
     // The host already printed the error; pass its exit code on without another message.

@@ -66,7 +66,8 @@ enum Command {
     Doctor,
     /// Build the sandbox guests into target/eryx/ (steps whose inputs did not change are skipped)
     BuildRuntime(build_runtime::Args),
-    /// Run Python code in a sandbox: each -c is one `execute` on the same sandbox
+    /// Run Python code in a sandbox: each -c is one `execute` on the same sandbox; or FILE
+    /// (`-`: stdin) as one; stdout is the code's only, exit status 1 after a Python error
     Run(conformance::RunArgs),
     /// Run a variant's command form (python-<variant>.wasm) like `python3`: arguments after
     /// `--`, stdin passed through, the program's exit status

@@ -72,6 +72,9 @@ pub struct Runner {
     pub state_dir: PathBuf,
     pub ran: Vec<(String, f64)>,
     pub skipped: Vec<String>,
+    /// Printed (to stderr) before the first step that runs: which toolchains a build uses is
+    /// worth saying only when something is built.
+    pub preamble: Vec<String>,
 }
 
 impl Runner {
@@ -93,9 +96,11 @@ impl Runner {
         let fresh = fs::read_to_string(&stamp).map(|stored| stored == digest).unwrap_or(false)
             && outputs.iter().all(|output| output.exists());
         if fresh {
-            eprintln!("[skip] {name} (inputs unchanged)");
             self.skipped.push(name.to_owned());
             return Ok(false);
+        }
+        for line in self.preamble.drain(..) {
+            eprintln!("{line}");
         }
         let _ = fs::remove_file(&stamp);
         eprintln!("[run ] {name}");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
@@ -22,15 +22,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run code; each -c is one `execute` on the same sandbox
+    /// Run code in one sandbox: each -c is one `execute`; or a file (`-`: stdin) as one
     Run {
         /// The manifest written by `cargo xtask build-runtime`
         #[arg(long, default_value = "target/eryx/manifest.json")]
         manifest: PathBuf,
         #[arg(long, default_value = "cpython")]
         variant: String,
-        #[arg(short = 'c', long = "code", required = true)]
+        #[arg(short = 'c', long = "code", required_unless_present = "file", conflicts_with = "file")]
         code: Vec<String>,
+        /// A Python file to run as one `execute`; `-` reads the code from stdin
+        file: Option<PathBuf>,
     },
     /// Run conformance case files against variants
     Conformance(conformance::Args),
@@ -76,7 +78,16 @@ fn main() -> ExitCode {
 
 fn run() -> Result<ExitCode> {
     match Cli::parse().command {
-        Command::Run { manifest, variant, code } => {
+        Command::Run { manifest, variant, code, file } => {
+            let code = match file {
+                Some(path) if path.as_os_str() == "-" => {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("read the code from stdin")?;
+                    vec![text]
+                }
+                Some(path) => vec![std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?],
+                None => code,
+            };
             let manifest = Manifest::load(&manifest)?;
             let entry = manifest.variant(&variant)?.clone();
             let runtime = Runtime::new(entry, Limits::default(), &manifest.compile_cache_dir())?;
