@@ -191,8 +191,13 @@ def execute(code):
         )
         compiled = compile(code, USER_FILENAME, "exec")
         exec(compiled, _user_globals)
+    except SystemExit as caught:
+        # `sys.exit()` and `sys.exit(0)` end the code successfully, as they end a program;
+        # its output stays. Any other status is an error whose traceback names it.
+        if caught.code is not None and caught.code != 0:
+            error = _user_traceback(caught)
     except BaseException as caught:
-        # SystemExit and KeyboardInterrupt too: the sandbox must survive them.
+        # KeyboardInterrupt and the rest too: the sandbox must survive them.
         error = _user_traceback(caught)
     finally:
         try:

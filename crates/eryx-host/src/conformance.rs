@@ -51,6 +51,8 @@ pub struct Expectations {
     pub stdout: Option<String>,
     #[serde(default)]
     pub stdout_contains: Vec<String>,
+    /// The number of characters on stdout.
+    pub stdout_length: Option<usize>,
     #[serde(default)]
     pub stderr_contains: Vec<String>,
     #[serde(default)]
@@ -88,7 +90,7 @@ pub struct Case {
     pub file: PathBuf,
 }
 
-const EXPECTATION_KEYS: &[&str] = &["stdout", "stdout_contains", "stderr_contains", "error_contains", "timeout_ms"];
+const EXPECTATION_KEYS: &[&str] = &["stdout", "stdout_contains", "stdout_length", "stderr_contains", "error_contains", "timeout_ms"];
 const CASE_KEYS: &[&str] = &["name", "code", "steps", "skip"];
 const STEP_KEYS: &[&str] = &["code", "action"];
 
@@ -205,6 +207,18 @@ pub enum Outcome {
     Skip(String),
 }
 
+/// A skipped case runs too: failing is the expected divergence (a skip), passing means the
+/// divergence is gone and the skip must be removed (a failure, so it cannot go unnoticed).
+fn with_skip(outcome: Outcome, skip: Option<&String>) -> Outcome {
+    match (outcome, skip) {
+        (Outcome::Pass, Some(reason)) => {
+            Outcome::Fail(format!("passes although it is skipped ({reason}); remove the skip"))
+        }
+        (Outcome::Fail(_), Some(reason)) => Outcome::Skip(reason.clone()),
+        (outcome, _) => outcome,
+    }
+}
+
 /// Where two texts first differ, for a short failure message.
 fn first_difference(expected: &str, actual: &str) -> String {
     let position = expected.chars().zip(actual.chars()).take_while(|(a, b)| a == b).count();
@@ -252,6 +266,12 @@ fn check(expect: &Expectations, result: Result<crate::Output, crate::ExecError>)
     for needle in &expect.stdout_contains {
         if !output.stdout.contains(needle.as_str()) {
             return Err(format!("stdout lacks {needle:?}; stdout was {:?}", truncate(&output.stdout)));
+        }
+    }
+    if let Some(length) = expect.stdout_length {
+        let actual = output.stdout.chars().count();
+        if actual != length {
+            return Err(format!("stdout has {actual} characters, expected {length}"));
         }
     }
     for needle in &expect.stderr_contains {
@@ -337,10 +357,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         );
         let outcomes = cases
             .iter()
-            .map(|case| match case.skip.get(name) {
-                Some(reason) => Outcome::Skip(reason.clone()),
-                None => run_case(&runtime, case),
-            })
+            .map(|case| with_skip(run_case(&runtime, case), case.skip.get(name)))
             .collect();
         results.insert(name.clone(), outcomes);
     }
@@ -536,6 +553,21 @@ steps = [
         assert!(check(&expect, Err(failed(""))).unwrap_err().contains("stdout differs"));
         let timeout = crate::ExecError::Timeout(Duration::from_millis(100));
         assert!(check(&expect, Err(timeout)).unwrap_err().contains("timeout"));
+    }
+
+    #[test]
+    fn a_skipped_case_that_passes_fails_the_run() {
+        let reason = "no SIGINT".to_owned();
+        assert_eq!(with_skip(Outcome::Fail("AttributeError".into()), Some(&reason)), Outcome::Skip(reason.clone()));
+        match with_skip(Outcome::Pass, Some(&reason)) {
+            Outcome::Fail(message) => assert!(message.contains("remove the skip"), "{message}"),
+            other => panic!("a passing skipped case must fail, got {other:?}"),
+        }
+        assert_eq!(with_skip(Outcome::Pass, None), Outcome::Pass);
+        let expect = Expectations { stdout_length: Some(3), ..Expectations::default() };
+        let output = |text: &str| Ok(crate::Output { stdout: text.into(), stderr: String::new() });
+        assert!(check(&expect, output("abc")).is_ok());
+        assert!(check(&expect, output("abcd")).unwrap_err().contains("4 characters, expected 3"));
     }
 
     #[test]
