@@ -4,7 +4,7 @@
 //! vendor bundle (inside a network namespace with no network when the machine allows one),
 //! must be byte-identical, file by file.
 //!
-//! It rebuilds everything once more (about 15 minutes on 2 cores), so it is its own command
+//! It rebuilds everything once more (16 to 20 minutes on 2 cores), so it is its own command
 //! and not part of `cargo xtask test`.
 
 use std::fs;
