@@ -78,6 +78,11 @@ fn guest_rustflags(workspace: &Workspace, sources: &Sources) -> Result<Vec<Strin
 
 /// Builds the requested variants; returns the manifest path.
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
+    build(workspace, cache, sources, args).map(|(manifest, _)| manifest)
+}
+
+/// Builds the requested variants; returns the manifest path and the inputs that built them.
+pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<(PathBuf, Fetched)> {
     let started = Instant::now();
     let variants: Vec<&Variant> = match &args.variant {
         Some(name) if name != "all" => vec![variant::by_name(name)?],
@@ -92,8 +97,9 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         format!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason),
     ];
     let clang_version = fetched.wasi.version();
+    let linking = LinkingCrates::locked(workspace)?;
     for variant in &variants {
-        build_variant(workspace, sources, &fetched, &stamp, &clang_version, variant, &mut runner)?;
+        build_variant(workspace, sources, &linking, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
     let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
     if runner.ran.is_empty() {
@@ -104,7 +110,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
             started.elapsed().as_secs_f64(),
             manifest.display()
         );
-        return Ok(manifest);
+        return Ok((manifest, fetched));
     }
     eprintln!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
     for (name, seconds) in &runner.ran {
@@ -121,7 +127,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         }
     }
     eprintln!("  manifest: {}", manifest.display());
-    Ok(manifest)
+    Ok((manifest, fetched))
 }
 
 fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
@@ -150,9 +156,26 @@ fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
     command
 }
 
+/// The versions of the xtask's own linking crates (from the host Cargo.lock): a bump of one
+/// must rebuild what it made.
+struct LinkingCrates {
+    wit_dylib: String,
+    wit_component: String,
+}
+
+impl LinkingCrates {
+    fn locked(workspace: &Workspace) -> Result<LinkingCrates> {
+        let path = workspace.path("Cargo.lock");
+        let lock = crate::lock::CargoLock::load(&path)?;
+        let version = |package: &str| lock.version_of(package).with_context(|| path.display().to_string());
+        Ok(LinkingCrates { wit_dylib: version("wit-dylib")?, wit_component: version("wit-component")? })
+    }
+}
+
 fn build_variant(
     workspace: &Workspace,
     sources: &Sources,
+    linking: &LinkingCrates,
     fetched: &Fetched,
     stamp: &Stamp,
     clang_version: &str,
@@ -227,7 +250,7 @@ fn build_variant(
     let wit_dir = workspace.path("wit");
     let bindings = build_dir.join("libcomponent_bindings.so");
     let mut inputs = Fingerprint::default();
-    inputs.tree(&wit_dir)?.text("interpreter", variant.runtime_library).text("wit-dylib", &locked_version(workspace, "wit-dylib")?);
+    inputs.tree(&wit_dir)?.text("interpreter", variant.runtime_library).text("wit-dylib", &linking.wit_dylib);
     runner.step(&format!("{}: wit-dylib bindings", variant.name), &inputs, &[&bindings], || {
         let bytes = generate_bindings(&wit_dir, variant.runtime_library)?;
         write_atomic(&bindings, &bytes)
@@ -246,14 +269,15 @@ fn build_variant(
     }
 
     // 6. The component.
-    let mut libraries: Vec<(String, PathBuf)> = Vec::new();
+    let mut pinned: Vec<(String, PathBuf)> = Vec::new();
     for name in variant.pinned_libraries() {
-        libraries.push((name.to_string(), member(fetched, name)?.to_path_buf()));
+        pinned.push((name.to_string(), member(fetched, name)?.to_path_buf()));
     }
+    let mut libraries = pinned.clone();
     libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
     libraries.push(("libcomponent_bindings.so".to_owned(), bindings.clone()));
     let adapter = fs::read(member(fetched, ADAPTER_MEMBER)?)?;
-    link_component_step(workspace, variant, &libraries, &adapter, &artifacts.join(variant.component), runner)?;
+    link_component_step(linking, variant, &libraries, &adapter, &artifacts.join(variant.component), runner)?;
 
     // 7. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
     // from the same pinned libraries and stubs, with the preview1 command adapter.
@@ -266,13 +290,10 @@ fn build_variant(
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
     let staticlib = command.uses_staticlib.then_some(staticlib.as_path());
     link_library(variant, fetched, clang_version, staticlib, &objects, &exports, &entry_library, runner)?;
-    let mut libraries: Vec<(String, PathBuf)> = Vec::new();
-    for name in variant.pinned_libraries() {
-        libraries.push((name.to_string(), member(fetched, name)?.to_path_buf()));
-    }
+    let mut libraries = pinned;
     libraries.push((command.library.to_owned(), entry_library));
     let adapter = command_adapter(&fetched.lock)?;
-    link_component_step(workspace, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
+    link_component_step(linking, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
     Ok(())
 }
 
@@ -368,7 +389,7 @@ fn link_library(
 
 /// Links a component from `libraries` and `adapter` into `output`, as a skippable step.
 fn link_component_step(
-    workspace: &Workspace,
+    linking: &LinkingCrates,
     variant: &Variant,
     libraries: &[(String, PathBuf)],
     adapter: &[u8],
@@ -382,35 +403,12 @@ fn link_component_step(
     }
     inputs
         .text("adapter", &crate::cache::sha256_bytes(adapter))
-        .text("wit-component", &locked_version(workspace, "wit-component")?);
+        .text("wit-component", &linking.wit_component);
     runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
         let bytes = link_component(libraries, adapter)?;
         write_atomic(output, &bytes)
     })?;
     Ok(())
-}
-
-/// The version of `package` in the host workspace's Cargo.lock (the xtask links it, so a
-/// bump of it must rebuild what it made).
-fn locked_version(workspace: &Workspace, package: &str) -> Result<String> {
-    #[derive(serde::Deserialize)]
-    struct CargoLock {
-        package: Vec<LockedPackage>,
-    }
-    #[derive(serde::Deserialize)]
-    struct LockedPackage {
-        name: String,
-        version: String,
-    }
-    let path = workspace.path("Cargo.lock");
-    let lock: CargoLock = toml::from_str(&fs::read_to_string(&path)?).with_context(|| format!("parse {}", path.display()))?;
-    let versions: Vec<String> =
-        lock.package.into_iter().filter(|locked| locked.name == package).map(|locked| locked.version).collect();
-    match versions.as_slice() {
-        [version] => Ok(version.clone()),
-        [] => bail!("{} does not lock {package}", path.display()),
-        _ => Ok(versions.join("+")),
-    }
 }
 
 fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Result<()> {

@@ -125,15 +125,15 @@ pub fn run_python(workspace: &Workspace, cache: &Cache, sources: &Sources, args:
     std::process::exit(status.code().unwrap_or(1));
 }
 
-/// The command suite (`tests/cli`) on every variant's command form.
-pub fn run_cli_suite(workspace: &Workspace, cache: &Cache, sources: &Sources) -> Result<()> {
-    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args::default())?;
+/// The command suite (`tests/cli`) on every variant's command form of `manifest`.
+pub fn run_cli_suite(workspace: &Workspace, sources: &Sources, manifest: &std::path::Path) -> Result<()> {
     let mut command = host_command(workspace, sources);
-    command.arg("cli-cases").arg("--manifest").arg(&manifest).arg("--cases").arg(workspace.path("tests/cli"));
+    command.arg("cli-cases").arg("--manifest").arg(manifest).arg("--cases").arg(workspace.path("tests/cli"));
     exec(command, "the command suite")
 }
 
-pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &ConformanceArgs) -> Result<()> {
+/// Builds what is stale and runs the conformance suite; returns the manifest it ran against.
+pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &ConformanceArgs) -> Result<PathBuf> {
     let build_variant = match args.variant.as_deref() {
         Some("all") | None => None,
         Some(name) => Some(name.to_owned()),
@@ -154,5 +154,6 @@ pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: 
     if let Some(percent) = args.min_pass_percent {
         command.arg("--min-pass-percent").arg(percent.to_string());
     }
-    exec(command, "the conformance suite")
+    exec(command, "the conformance suite")?;
+    Ok(manifest)
 }

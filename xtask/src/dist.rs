@@ -26,7 +26,7 @@ use crate::archive;
 use crate::build_runtime;
 use crate::bundle;
 use crate::cache::{self, sha256_file, write_atomic, Cache};
-use crate::fetch::{self, Sources};
+use crate::fetch::Sources;
 use crate::sbom;
 use crate::stamp;
 use crate::variant;
@@ -44,9 +44,8 @@ pub struct Args {
 
 /// Builds what is stale and assembles the release bundle; returns its directory.
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
-    let build_manifest_path = build_runtime::run(workspace, cache, sources, &build_runtime::Args::default())?;
+    let (build_manifest_path, fetched) = build_runtime::build(workspace, cache, sources, &build_runtime::Args::default())?;
     let started = Instant::now();
-    let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let lock = &fetched.lock;
     let out = std::path::absolute(args.out.clone().unwrap_or_else(|| workspace.path("target/dist")))?;
     let version = env!("CARGO_PKG_VERSION");

@@ -136,6 +136,43 @@ pub struct Member {
     pub size: u64,
 }
 
+/// A `Cargo.lock`, as far as the build reads it.
+#[derive(Debug, Deserialize)]
+pub struct CargoLock {
+    pub package: Vec<LockedPackage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    pub source: Option<String>,
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+impl CargoLock {
+    pub fn parse(text: &str, what: &str) -> Result<CargoLock> {
+        toml::from_str(text).with_context(|| format!("parse {what}"))
+    }
+
+    pub fn load(path: &Path) -> Result<CargoLock> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        CargoLock::parse(&text, &path.display().to_string())
+    }
+
+    /// The locked version of `package` (versions joined by `+` when several are locked).
+    pub fn version_of(&self, package: &str) -> Result<String> {
+        let versions: Vec<&str> =
+            self.package.iter().filter(|locked| locked.name == package).map(|locked| locked.version.as_str()).collect();
+        if versions.is_empty() {
+            bail!("the lock file does not lock {package}");
+        }
+        Ok(versions.join("+"))
+    }
+}
+
 /// The lock's name for the platform this xtask runs on.
 pub fn host_platform() -> String {
     format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)

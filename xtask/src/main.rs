@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         Command::Doctor => doctor::run(&workspace, &cache),
         Command::BuildRuntime(args) => build_runtime::run(&workspace, &cache, &sources, &args).map(|_| ()),
         Command::Run(args) => conformance::run_code(&workspace, &cache, &sources, &args),
-        Command::Conformance(args) => conformance::run_suite(&workspace, &cache, &sources, &args),
+        Command::Conformance(args) => conformance::run_suite(&workspace, &cache, &sources, &args).map(|_| ()),
         Command::Python(args) => conformance::run_python(&workspace, &cache, &sources, &args),
         Command::Test(args) => test::run(&workspace, &cache, &sources, &args),
         Command::Vendor(args) => vendor::run(&workspace, &cache, &sources, &args),

@@ -109,11 +109,8 @@ pub fn original_crate(cache: &Cache, sources: &Sources, pin: &PatchedCrate) -> R
     if let Some(path) = find_in_cargo_cache(pin)? {
         return cache.insert_copy(&path, &pin.crate_sha256, &what);
     }
-    if sources.offline {
-        bail!(
-            "{what} is not in the cache and this build is offline; pass --vendor DIR with a bundle \
-             made by `cargo xtask vendor`, or run once with the network"
-        );
+    if let Some(reason) = sources.refuse_network(&what) {
+        bail!(reason);
     }
     fetch_with_cargo(cache, pin)?;
     match find_in_cargo_cache(pin)? {

@@ -6,27 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
+use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::cache::sha256_bytes;
-use crate::lock::Lock;
-
-#[derive(Deserialize)]
-struct CargoLock {
-    package: Vec<LockedPackage>,
-}
-
-#[derive(Deserialize)]
-struct LockedPackage {
-    name: String,
-    version: String,
-    source: Option<String>,
-    checksum: Option<String>,
-    #[serde(default)]
-    dependencies: Vec<String>,
-}
+use crate::lock::{CargoLock, Lock};
 
 /// `1767225600` → `2026-01-01T00:00:00Z` (proleptic Gregorian, UTC).
 pub fn rfc3339(epoch_seconds: i64) -> String {
@@ -57,7 +41,7 @@ fn purl_cargo(name: &str, version: &str) -> String {
 /// The SBOM for a release of `product` at `version`. `patched` names the crates the build
 /// patches (they get a pedigree note).
 pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, toolchain: &[(&str, String)]) -> Result<Value> {
-    let cargo_lock: CargoLock = toml::from_str(guest_cargo_lock).context("parse crates/Cargo.lock")?;
+    let cargo_lock = CargoLock::parse(guest_cargo_lock, "crates/Cargo.lock")?;
     // `name` alone or `name version` identify a dependency in Cargo.lock.
     let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for package in &cargo_lock.package {

@@ -56,6 +56,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     if args.no_conformance {
         return Ok(());
     }
-    conformance::run_suite(workspace, cache, sources, &ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() })?;
-    conformance::run_cli_suite(workspace, cache, sources)
+    let args = ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() };
+    let manifest = conformance::run_suite(workspace, cache, sources, &args)?;
+    conformance::run_cli_suite(workspace, sources, &manifest)
 }

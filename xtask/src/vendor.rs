@@ -41,6 +41,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let lock = &fetched.lock;
 
+    let mut files = std::collections::BTreeMap::new();
     cache::replace_dir_atomically(&out, |staging| {
         eprintln!("[1/5] crates of the host workspace, the guest workspace and Rust's standard library");
         vendor_crates(workspace, &fetched.rust, &staging.join(CRATES_DIR))?;
@@ -69,7 +70,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         }
 
         fs::write(staging.join(CARGO_CONFIG), cargo_config(&name))?;
-        bundle::write_manifest(staging, workspace)?;
+        files = bundle::write_manifest(staging, workspace)?.files;
         Ok(())
     })?;
 
@@ -77,11 +78,11 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     eprintln!("packing {}", packed.display());
     archive::pack_deterministic(&out, &name, &packed)?;
 
-    let files = bundle::list_files(&out)?.len();
-    let size: u64 = bundle::describe_files(&out)?.values().map(|entry| entry.size).sum();
+    let size: u64 = files.values().map(|entry| entry.size).sum();
     eprintln!(
-        "vendor bundle: {} ({files} files, {:.0} MiB) in {:.0}s",
+        "vendor bundle: {} ({} files, {:.0} MiB) in {:.0}s",
         out.display(),
+        files.len(),
         size as f64 / 1048576.0,
         started.elapsed().as_secs_f64()
     );

@@ -143,7 +143,7 @@ impl CommandRuntime {
                     Some(wasmtime::Trap::Interrupt) => {
                         bail!("the program ran longer than the timeout of {} ms", invocation.timeout.as_millis())
                     }
-                    _ if format!("{error:?}").contains("forcing trap when growing memory") => {
+                    _ if crate::hit_memory_limit(&format!("{error:?}")) => {
                         bail!("the program hit the memory limit of {} MiB", invocation.memory_bytes >> 20)
                     }
                     _ => return Err(anyhow::Error::from(error).context("the program trapped")),

@@ -158,6 +158,12 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) {
     });
 }
 
+/// Whether a wasmtime error (its `{:?}` text) is the store refusing memory growth past the
+/// limit. wasmtime reports it only as text.
+pub(crate) fn hit_memory_limit(error_text: &str) -> bool {
+    error_text.contains("forcing trap when growing memory") || error_text.contains("memory minimum size")
+}
+
 /// What every instance of a variant sees: its stdlib (read-only) when it mounts one, and the
 /// variant's own environment.
 pub(crate) fn grant_variant(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Result<()> {
@@ -265,9 +271,7 @@ impl Sandbox {
         let classified = match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => ExecError::Timeout(self.limits.timeout),
             Some(wasmtime::Trap::OutOfFuel) => ExecError::FuelExhausted(self.limits.fuel.unwrap_or(0)),
-            _ if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") => {
-                ExecError::MemoryLimit(self.limits.memory_bytes)
-            }
+            _ if hit_memory_limit(&text) => ExecError::MemoryLimit(self.limits.memory_bytes),
             _ => {
                 let said = String::from_utf8_lossy(&self.guest_stderr.contents()).trim().to_owned();
                 if said.is_empty() {
