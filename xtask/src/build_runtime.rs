@@ -40,6 +40,12 @@ pub struct Args {
 
 const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
 const STDLIB_MEMBER: &str = "python-stdlib.tar";
+const STDLIB_DIRECTORY: &str = "python-stdlib";
+const STDLIB_ARCHIVE: &str = "python-stdlib.tar.zst";
+const STDLIB_GUEST_PATH: &str = "/python-stdlib";
+/// The host code that pre-initialises and precompiles (a change rebuilds what it made).
+const PREINIT_SOURCE: &str = "crates/eryx-host/src/preinit.rs";
+const ENGINE_SOURCE: &str = "crates/eryx-host/src/engine.rs";
 const GUEST_RUSTFLAGS: &str = "-C relocation-model=pic";
 /// Where the checkout, cargo's home, registry sources and the guest target directory appear
 /// in the guests' panic messages, whatever their real paths: the guests' bytes do not
@@ -101,7 +107,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     for variant in &variants {
         build_variant(workspace, sources, &linking, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
-    let manifest = write_manifest(workspace, &fetched, &clang_version, &variants)?;
+    let manifest = write_manifest(workspace, &fetched, &linking, &clang_version, &variants)?;
     if runner.ran.is_empty() {
         // Nothing was rebuilt: one line, so a command that builds first stays quiet.
         eprintln!(
@@ -120,8 +126,8 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
         eprintln!("  up to date: {}", runner.skipped.join(", "));
     }
     for variant in &variants {
-        for component in [variant.component, variant.command.component] {
-            let path = artifacts.join(component);
+        for component in [variant.plain_component(), variant.component.to_owned(), variant.precompiled(), variant.command.component.to_owned()] {
+            let path = artifacts.join(&component);
             let size = fs::metadata(&path)?.len();
             eprintln!("  {component:<28} {:>8.1} MiB  {}", size as f64 / 1048576.0, path.display());
         }
@@ -161,6 +167,9 @@ fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
 struct LinkingCrates {
     wit_dylib: String,
     wit_component: String,
+    /// The host's wasmtime and wizer: they pre-initialise and precompile.
+    wasmtime: String,
+    wasmtime_wizer: String,
 }
 
 impl LinkingCrates {
@@ -168,7 +177,12 @@ impl LinkingCrates {
         let path = workspace.path("Cargo.lock");
         let lock = crate::lock::CargoLock::load(&path)?;
         let version = |package: &str| lock.version_of(package).with_context(|| path.display().to_string());
-        Ok(LinkingCrates { wit_dylib: version("wit-dylib")?, wit_component: version("wit-component")? })
+        Ok(LinkingCrates {
+            wit_dylib: version("wit-dylib")?,
+            wit_component: version("wit-component")?,
+            wasmtime: version("wasmtime")?,
+            wasmtime_wizer: version("wasmtime-wizer")?,
+        })
     }
 }
 
@@ -277,7 +291,13 @@ fn build_variant(
     libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
     libraries.push(("libcomponent_bindings.so".to_owned(), bindings.clone()));
     let adapter = fs::read(member(fetched, ADAPTER_MEMBER)?)?;
-    link_component_step(linking, variant, &libraries, &adapter, &artifacts.join(variant.component), runner)?;
+    let plain = artifacts.join(variant.plain_component());
+    link_component_step(linking, variant, &libraries, &adapter, &plain, runner)?;
+
+    // 6b. The pre-initialised component (the default), and 6c. its precompiled form.
+    let component = artifacts.join(variant.component);
+    preinit_step(workspace, sources, linking, variant, &plain, &component, runner)?;
+    precompile_step(workspace, sources, linking, variant, &component, &artifacts.join(variant.precompiled()), runner)?;
 
     // 7. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
     // from the same pinned libraries and stubs, with the preview1 command adapter.
@@ -295,6 +315,89 @@ fn build_variant(
     let adapter = command_adapter(&fetched.lock)?;
     link_component_step(linking, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
     Ok(())
+}
+
+/// What a sandbox of `variant` sees besides its code: the stdlib mount (host directory,
+/// guest path) and the environment.
+fn sandbox_view(artifacts: &Path, variant: &Variant) -> (Option<(PathBuf, &'static str)>, Vec<(&'static str, &'static str)>) {
+    if variant.mounts_stdlib {
+        let env = vec![("PYTHONHOME", STDLIB_GUEST_PATH), ("PYTHONPATH", STDLIB_GUEST_PATH), ("PYTHONDONTWRITEBYTECODE", "1")];
+        (Some((artifacts.join(STDLIB_DIRECTORY), STDLIB_GUEST_PATH)), env)
+    } else {
+        (None, Vec::new())
+    }
+}
+
+/// Pre-initialises `plain` into `output` with the host (`eryx-host preinit`), as a step.
+fn preinit_step(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    variant: &Variant,
+    plain: &Path,
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let artifacts = workspace.artifacts_dir();
+    let (mount, env) = sandbox_view(&artifacts, variant);
+    let mut inputs = Fingerprint::default();
+    inputs
+        .file(plain)?
+        .file(&workspace.path(PREINIT_SOURCE))?
+        .text("imports", &variant.preinit_imports.join(","))
+        .text("wasmtime", &linking.wasmtime)
+        .text("wasmtime-wizer", &linking.wasmtime_wizer);
+    if mount.is_some() {
+        // The stdlib's contents (its archive stands for the extracted tree).
+        inputs.file(&artifacts.join(STDLIB_ARCHIVE))?;
+    }
+    for (key, value) in &env {
+        inputs.text(key, value);
+    }
+    runner.step(&format!("{}: pre-initialise", variant.name), &inputs, &[output], || {
+        let mut command = crate::conformance::host_command(workspace, sources);
+        command.arg("preinit").arg("--component").arg(plain).arg("--out").arg(output);
+        if let Some((host, guest)) = &mount {
+            command.arg("--mount").arg(format!("{}::{guest}", host.display()));
+        }
+        for (key, value) in &env {
+            command.arg("--env").arg(format!("{key}={value}"));
+        }
+        for module in variant.preinit_imports {
+            command.arg("--import").arg(module);
+        }
+        crate::conformance::exec(command, "eryx-host preinit")
+    })?;
+    Ok(())
+}
+
+/// Precompiles `component` into `output` (and `output.json`) with the host
+/// (`eryx-host precompile`), as a step.
+fn precompile_step(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    variant: &Variant,
+    component: &Path,
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let sidecar = precompiled_info_path(output);
+    let mut inputs = Fingerprint::default();
+    inputs.file(component)?.file(&workspace.path(ENGINE_SOURCE))?.text("wasmtime", &linking.wasmtime);
+    runner.step(&format!("{}: precompile", variant.name), &inputs, &[output, &sidecar], || {
+        let mut command = crate::conformance::host_command(workspace, sources);
+        command.arg("precompile").arg("--component").arg(component).arg("--out").arg(output);
+        crate::conformance::exec(command, "eryx-host precompile")
+    })?;
+    Ok(())
+}
+
+/// Where `eryx-host precompile` writes what an artifact was compiled for.
+fn precompiled_info_path(artifact: &Path) -> PathBuf {
+    let mut path = artifact.as_os_str().to_owned();
+    path.push(".json");
+    PathBuf::from(path)
 }
 
 /// The preview1 command adapter, checked against its pin.
@@ -413,8 +516,8 @@ fn link_component_step(
 
 fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Result<()> {
     let tar = member(fetched, STDLIB_MEMBER)?;
-    let directory = artifacts.join("python-stdlib");
-    let packed = artifacts.join("python-stdlib.tar.zst");
+    let directory = artifacts.join(STDLIB_DIRECTORY);
+    let packed = artifacts.join(STDLIB_ARCHIVE);
     let mut inputs = Fingerprint::default();
     inputs.file(tar)?.text("zstd-level", "15");
     runner.step("stdlib: extract and pack", &inputs, &[&directory, &packed], || {
@@ -476,7 +579,13 @@ fn artifact_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
 
 /// Writes `manifest.json`, keeping the entries of variants not built this time when their
 /// component is still there.
-fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str, built: &[&Variant]) -> Result<PathBuf> {
+fn write_manifest(
+    workspace: &Workspace,
+    fetched: &Fetched,
+    linking: &LinkingCrates,
+    clang_version: &str,
+    built: &[&Variant],
+) -> Result<PathBuf> {
     let artifacts = workspace.artifacts_dir();
     let path = artifacts.join("manifest.json");
     let mut variants: BTreeMap<String, serde_json::Value> = fs::read(&path)
@@ -489,21 +598,34 @@ fn write_manifest(workspace: &Workspace, fetched: &Fetched, clang_version: &str,
             && entry["component"]["path"].as_str().is_some_and(|component| artifacts.join(component).exists())
     });
     for variant in built {
+        let precompiled = artifacts.join(variant.precompiled());
+        let info_path = precompiled_info_path(&precompiled);
+        let info: serde_json::Value = serde_json::from_slice(&fs::read(&info_path).with_context(|| format!("read {}", info_path.display()))?)
+            .with_context(|| format!("parse {}", info_path.display()))?;
+        let mut precompiled = artifact_entry(&artifacts, &precompiled)?;
+        precompiled["wasmtime"] = json!(linking.wasmtime);
+        for key in ["target", "cpu", "compatibility_hash"] {
+            precompiled[key] = info[key].clone();
+        }
         let mut entry = json!({
             "component": artifact_entry(&artifacts, &artifacts.join(variant.component))?,
+            "plain": artifact_entry(&artifacts, &artifacts.join(variant.plain_component()))?,
+            "precompiled": precompiled,
+            "preinit_imports": variant.preinit_imports,
             "command": artifact_entry(&artifacts, &artifacts.join(variant.command.component))?,
             "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
             "pinned_libraries": variant.pinned_libraries(),
             "env": {},
         });
-        if variant.mounts_stdlib {
+        let (mount, env) = sandbox_view(&artifacts, variant);
+        if mount.is_some() {
             entry["stdlib"] = json!({
-                "directory": "python-stdlib",
-                "guest_path": "/python-stdlib",
-                "archive": artifact_entry(&artifacts, &artifacts.join("python-stdlib.tar.zst"))?,
+                "directory": STDLIB_DIRECTORY,
+                "guest_path": STDLIB_GUEST_PATH,
+                "archive": artifact_entry(&artifacts, &artifacts.join(STDLIB_ARCHIVE))?,
             });
-            entry["env"] = json!({"PYTHONHOME": "/python-stdlib", "PYTHONPATH": "/python-stdlib", "PYTHONDONTWRITEBYTECODE": "1"});
         }
+        entry["env"] = json!(env.into_iter().collect::<BTreeMap<_, _>>());
         variants.insert(variant.name.to_owned(), entry);
     }
     let lock = &fetched.lock;

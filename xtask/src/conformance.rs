@@ -61,6 +61,9 @@ pub struct ConformanceArgs {
     /// Fail when a variant passes fewer than this share of the cases (host default: 90)
     #[arg(long, value_name = "PERCENT")]
     pub min_pass_percent: Option<f64>,
+    /// Run the plain components (as linked, not pre-initialised) instead of the default ones
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// `cargo run -p eryx-host -- ARGS`, with the host workspace's own cargo.
@@ -74,7 +77,7 @@ pub fn host_command(workspace: &Workspace, sources: &Sources) -> Command {
     command
 }
 
-fn exec(mut command: Command, what: &str) -> Result<()> {
+pub fn exec(mut command: Command, what: &str) -> Result<()> {
     let status = command.status().with_context(|| format!("start {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
@@ -153,6 +156,9 @@ pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: 
     }
     if let Some(percent) = args.min_pass_percent {
         command.arg("--min-pass-percent").arg(percent.to_string());
+    }
+    if args.plain {
+        command.arg("--plain");
     }
     exec(command, "the conformance suite")?;
     Ok(manifest)

@@ -3,6 +3,7 @@
 //! own module.
 
 mod archive;
+mod bench;
 mod build_runtime;
 mod bundle;
 mod cache;
@@ -82,6 +83,9 @@ enum Command {
     /// Build what is stale and assemble the release bundle: components, stdlib, manifest,
     /// SBOM, SHA256SUMS and one deterministic .tar.zst
     Dist(dist::Args),
+    /// Measure start-up, latency, compute speed and memory of every variant beside native
+    /// python3 (a release build of the host); a markdown table on stdout
+    Bench(bench::Args),
     /// Build everything again in a fresh clone, offline from the vendor bundle, and compare
     /// the release bundles file by file
     VerifyReproducible(verify_reproducible::Args),
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(&workspace, &cache, &sources, &args),
         Command::Vendor(args) => vendor::run(&workspace, &cache, &sources, &args),
         Command::Dist(args) => dist::run(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::Bench(args) => bench::run(&workspace, &cache, &sources, &args),
         Command::VerifyReproducible(args) => verify_reproducible::run(&workspace, &cache, &sources, &args),
     }
 }

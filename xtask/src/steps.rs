@@ -108,9 +108,22 @@ impl Runner {
         action().with_context(|| format!("step `{name}`"))?;
         let seconds = started.elapsed().as_secs_f64();
         write_atomic(&stamp, digest.as_bytes())?;
+        self.record_timing(name, seconds)?;
         eprintln!("[done] {name} in {seconds:.1}s");
         self.ran.push((name.to_owned(), seconds));
         Ok(true)
+    }
+}
+
+impl Runner {
+    /// Keeps each step's latest duration in `timings.json` beside the fingerprints (read by
+    /// `cargo xtask bench`).
+    fn record_timing(&self, name: &str, seconds: f64) -> Result<()> {
+        let path = self.state_dir.join("timings.json");
+        let mut timings: std::collections::BTreeMap<String, f64> =
+            fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+        timings.insert(name.to_owned(), (seconds * 10.0).round() / 10.0);
+        write_atomic(&path, format!("{}\n", serde_json::to_string_pretty(&timings)?).as_bytes())
     }
 }
 

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: build what is stale, run every cargo test (the host workspace and
-//! the guest ABI crate's host-side tests), lint the CI workflow when actionlint is there,
+//! `cargo xtask test`: build what is stale, run every cargo test (the host workspace, with
+//! `ERYX_MANIFEST` naming the built components, and the guest ABI crate's host-side tests), lint the CI workflow when actionlint is there,
 //! then run the conformance suite and the command suite (`tests/cli`) on every variant.
 
 use std::process::Command;
@@ -31,9 +31,15 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     // Fetch first so the tests that use the real wheel find it in the cache (and the
     // patched crates the guest workspace points at exist).
     crate::fetch::run(workspace, cache, sources, &crate::fetch::Args::default())?;
+    // The host's tests of the built components (pre-initialisation, the fast path) need them.
+    let manifest = crate::build_runtime::run(workspace, cache, sources, &crate::build_runtime::Args::default())?;
     let mut workspace_tests = host_cargo();
-    workspace_tests.current_dir(&workspace.root).args(["test", "--workspace", "--locked"]).args(sources.cargo_args());
-    run_checked(workspace_tests, "cargo test --workspace --locked")?;
+    workspace_tests
+        .current_dir(&workspace.root)
+        .args(["test", "--workspace", "--locked"])
+        .args(sources.cargo_args())
+        .env("ERYX_MANIFEST", &manifest);
+    run_checked(workspace_tests, "cargo test --workspace --locked (ERYX_MANIFEST: the built components)")?;
 
     // The guest ABI crate's value-stack and dispatch tests run on the host target too.
     let mut abi_tests = host_cargo();

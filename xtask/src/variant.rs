@@ -22,7 +22,12 @@ pub struct Variant {
     pub extra_libraries: &'static [&'static str],
     /// Whether the host mounts the CPython stdlib read-only at `/python-stdlib`.
     pub mounts_stdlib: bool,
+    /// The sandbox component: pre-initialised, the default artifact. The linked component
+    /// before pre-initialisation is [`Variant::plain_component`], its precompiled form
+    /// [`Variant::precompiled`].
     pub component: &'static str,
+    /// What the pre-initialisation imports, so no sandbox pays for it.
+    pub preinit_imports: &'static [&'static str],
     /// The same interpreter as a plain WASI program.
     pub command: CommandForm,
 }
@@ -51,6 +56,12 @@ pub const WASI_LIBRARIES: &[&str] = &[
     "libc.so",
 ];
 
+/// The modules both variants import at pre-initialisation: what snippets use most.
+const PREINIT_IMPORTS: &[&str] = &[
+    "asyncio", "collections", "dataclasses", "datetime", "decimal", "functools", "io", "itertools", "json", "math",
+    "pickle", "random", "re", "traceback", "typing",
+];
+
 const ABI_SOURCES: &str = "crates/eryx-guest-abi";
 /// The guests' own cargo workspace (see its comment for why it is `crates/`).
 pub const GUEST_WORKSPACE_MANIFEST: &str = "crates/Cargo.toml";
@@ -67,6 +78,7 @@ pub const CPYTHON: Variant = Variant {
     extra_libraries: &["libc++abi.so", "libc++.so", "libpython3.14.so"],
     mounts_stdlib: true,
     component: "runtime-cpython.wasm",
+    preinit_imports: PREINIT_IMPORTS,
     // CPython's own `Py_BytesMain`, called by wasi-libc's `__main_void` with the arguments.
     command: CommandForm {
         component: "python-cpython.wasm",
@@ -94,6 +106,7 @@ pub const RUSTPYTHON: Variant = Variant {
     extra_libraries: &[],
     mounts_stdlib: false,
     component: "runtime-rustpython.wasm",
+    preinit_imports: PREINIT_IMPORTS,
     // RustPython's own command line (`rustpython::run`), from the guest staticlib.
     command: CommandForm {
         component: "python-rustpython.wasm",
@@ -119,6 +132,16 @@ impl Variant {
     /// Every pinned library of the component, in link-priority order.
     pub fn pinned_libraries(&self) -> Vec<&'static str> {
         WASI_LIBRARIES.iter().chain(self.extra_libraries).copied().collect()
+    }
+
+    /// The sandbox component as linked, before pre-initialisation.
+    pub fn plain_component(&self) -> String {
+        self.component.replace(".wasm", ".plain.wasm")
+    }
+
+    /// The pre-initialised component compiled for the portable CPU baseline.
+    pub fn precompiled(&self) -> String {
+        self.component.replace(".wasm", ".cwasm")
     }
 
     /// The staticlib cargo produces for the guest crate.

@@ -1,11 +1,12 @@
 """The Python half of every eryx guest (CPython and RustPython alike).
 
-The Rust backend creates the module `_eryx_runtime`, injects three host functions and then
+The Rust backend creates the module `_eryx_runtime`, injects four host functions and then
 runs this file in it:
 
 - `_host_invoke(name, arguments_json) -> (ok, text)` calls the world's `invoke` import;
 - `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`;
-- `_host_report_trace(lineno, event_json, context_json)`.
+- `_host_report_trace(lineno, event_json, context_json)`;
+- `_host_finish_preinit() -> bool` resets the WASI state a snapshot must not keep (once).
 
 The backend then calls `execute`, `snapshot`, `restore` and `clear` below. Each of them
 reports failures as values, never by raising, so the Rust side only converts results.
@@ -172,9 +173,59 @@ def _user_traceback(error):
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip("\n")
 
 
+# Set by `_preinit`: the instance is a snapshot's copy, so state that must differ per
+# sandbox is renewed before the first user code runs.
+_reseed_pending = False
+_preinitialised = False
+
+
+def _preinit(modules):
+    """Build time only: imports `modules` and leaves the instance ready to be snapshotted.
+
+    The build's pre-initialisation step calls this through `execute` and then snapshots the
+    instance; every sandbox starts from that snapshot. `__main__` is left as fresh as before
+    (the callbacks are installed per sandbox, on its first `execute`), and the WASI state that
+    must not be captured is reset last.
+    """
+    global _callbacks_installed, _reseed_pending, _preinitialised
+    if _preinitialised:
+        raise RuntimeError("this instance is pre-initialised already")
+    failed = []
+    for name in modules:
+        try:
+            __import__(name)
+        except ImportError as caught:
+            failed.append(f"{name} ({caught})")
+    if failed:
+        raise ImportError("pre-initialisation could not import " + ", ".join(failed))
+    for name in list(_user_globals):
+        if name not in _initial_dunders:
+            del _user_globals[name]
+    _machinery_names.clear()
+    _callbacks_installed = False
+    linecache.cache.pop(USER_FILENAME, None)
+    import gc
+
+    gc.collect()
+    _reseed_pending = True
+    _preinitialised = True
+    _host_finish_preinit()
+
+
+def _reseed():
+    """Renews what a snapshot would otherwise give every sandbox alike: the state of the
+    `random` module's generator (imported at pre-initialisation, it was seeded then)."""
+    random = sys.modules.get("random")
+    if random is not None:
+        random.seed()
+
+
 def execute(code):
     """Runs `code` in `__main__`; returns (stdout, stderr, error_or_None)."""
-    global _callbacks_installed
+    global _callbacks_installed, _reseed_pending
+    if _reseed_pending:
+        _reseed_pending = False
+        _reseed()
     if not _callbacks_installed:
         _install_callbacks()
         _callbacks_installed = True

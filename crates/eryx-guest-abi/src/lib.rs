@@ -14,7 +14,7 @@ mod stack;
 
 /// The Python half every backend runs: the persistent namespace, output capture,
 /// tracebacks, snapshots and the callback wrappers, written once in Python. A backend
-/// creates the module [`MODULE`](python_runtime::MODULE), gives it the three host
+/// creates the module [`MODULE`](python_runtime::MODULE), gives it the four host
 /// functions the source names, runs [`SOURCE`](python_runtime::SOURCE) in it and then
 /// calls its `execute`, `snapshot`, `restore` and `clear`.
 pub mod python_runtime {
@@ -64,6 +64,10 @@ pub trait Backend {
     fn snapshot_state(&mut self) -> Result<Vec<u8>, String>;
     fn restore_state(&mut self, data: &[u8]) -> Result<(), String>;
     fn clear_state(&mut self);
+    /// Renews the backend's own state that must differ per sandbox (generators seeded from
+    /// WASI randomness) in an instance restored from a pre-initialisation snapshot. Called
+    /// once, before the restored instance's first export call.
+    fn renew_after_snapshot(&mut self) {}
 }
 
 /// Names the guest's backend constructor; call it once at the top of the guest crate.
@@ -81,6 +85,9 @@ extern "Rust" {
     fn __eryx_guest_create_backend() -> Box<dyn Backend>;
 }
 
+/// Set in the pre-initialisation snapshot; see [`Backend::renew_after_snapshot`].
+static RENEW_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 thread_local! {
     static BACKEND: RefCell<Option<Box<dyn Backend>>> = const { RefCell::new(None) };
 }
@@ -92,6 +99,9 @@ pub fn dispatch(name: &str, mut args: Vec<Value>) -> Option<Value> {
         let mut slot = cell.borrow_mut();
         // SAFETY: the guest crate defines the constructor with `export_backend!`.
         let backend = slot.get_or_insert_with(|| unsafe { __eryx_guest_create_backend() });
+        if RENEW_PENDING.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            backend.renew_after_snapshot();
+        }
         dispatch_to(backend.as_mut(), name, &mut args)
     })
 }
@@ -141,6 +151,41 @@ fn take_string(args: &mut Vec<Value>, function: &str) -> String {
         Some(Value::String(text)) => text,
         other => panic!("{function} expects a string argument, got {other:?}"),
     }
+}
+
+/// Ends a build-time pre-initialisation: forgets the WASI state that a snapshot of this
+/// instance must not keep. wasi-libc caches the preopened directories' descriptors, and the
+/// preview1 adapter its descriptor table; both hold handles of the instance that ran the
+/// pre-initialisation, which mean nothing (or something else) in the instances restored from
+/// the snapshot. After the reset both are rebuilt on the next WASI call. Does this once per
+/// instance (a restored instance has it done already); answers whether it did it now.
+pub fn finish_preinit() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FINISHED: AtomicBool = AtomicBool::new(false);
+    if FINISHED.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    // The snapshot is taken right after this call returns: every instance restored from it
+    // renews its backend's generators on its first call.
+    RENEW_PENDING.store(true, Ordering::SeqCst);
+    #[cfg(target_arch = "wasm32")]
+    {
+        #[link(wasm_import_module = "wasi_snapshot_preview1")]
+        extern "C" {
+            fn reset_adapter_state();
+        }
+        extern "C" {
+            fn __wasilibc_reset_preopens();
+        }
+        // SAFETY: both only reset caches that their owners rebuild on demand; nothing of
+        // this guest holds a descriptor across this call (the pre-initialisation opened no
+        // file that stays open).
+        unsafe {
+            __wasilibc_reset_preopens();
+            reset_adapter_state();
+        }
+    }
+    true
 }
 
 /// Calls the world's import `name` with `args` (in declaration order) and returns its

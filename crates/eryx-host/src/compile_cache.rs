@@ -3,7 +3,6 @@
 //! deserialised; a stale or corrupt entry is ignored and replaced.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -11,26 +10,16 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+use crate::{hex, write_atomic};
+
+/// The SHA-256 of a file's contents, read in pieces.
+pub fn sha256_of_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("read {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&temporary, path)?;
-    Ok(())
-}
-
-/// Wasmtime's own summary of the settings that make compiled code compatible.
-fn engine_hash(engine: &Engine) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher.finish()
-}
 
 /// What a component must implement to be loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +53,7 @@ pub fn load(
         .chain_update(&bytes)
         .chain_update(settings)
         .chain_update(env!("CARGO_PKG_VERSION"))
-        .chain_update(engine_hash(engine).to_le_bytes())
+        .chain_update(crate::engine::compatibility_hash(engine))
         .finalize());
     let entry = cache_dir.join(format!("{key}.cwasm"));
     let digest_path: PathBuf = cache_dir.join(format!("{key}.sha256"));

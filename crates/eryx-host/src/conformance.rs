@@ -39,6 +39,9 @@ pub struct Args {
     /// Fail when a variant passes fewer than this share of the cases (skips count against it)
     #[arg(long, value_name = "PERCENT", default_value_t = 90.0)]
     pub min_pass_percent: f64,
+    /// Run the plain components (as linked, not pre-initialised) instead of the default ones
+    #[arg(long)]
+    pub plain: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,10 +352,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut results: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
     for name in &variant_names {
         let started = std::time::Instant::now();
-        let runtime = Runtime::new(manifest.variant(name)?.clone(), Limits::default(), &manifest.compile_cache_dir())?;
+        let form = if args.plain { crate::Form::Plain } else { crate::Form::Preinit };
+        let runtime = Runtime::with_form(manifest.variant(name)?.clone(), Limits::default(), &manifest.compile_cache_dir(), form)?;
         eprintln!(
             "{name}: component {} in {:.2}s",
-            if runtime.loaded_from_cache { "loaded from the compile cache" } else { "compiled" },
+            runtime.loaded.describe(),
             started.elapsed().as_secs_f64()
         );
         let outcomes = cases

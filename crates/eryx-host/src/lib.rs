@@ -6,12 +6,15 @@
 //! environment holding only what the variant's manifest entry sets. Each sandbox runs
 //! under limits (wall-clock timeout, memory, optional fuel) with typed errors.
 
+pub mod bench;
 pub mod callbacks;
 pub mod cli_cases;
 pub mod command;
 mod compile_cache;
 pub mod conformance;
+pub mod engine;
 pub mod manifest;
+pub mod preinit;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -37,6 +40,33 @@ mod bindings {
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// How much of the guest's own stderr a sandbox keeps (to explain a trap).
 const GUEST_STDERR_BYTES: usize = 64 * 1024;
+/// How many sandboxes of one [`Runtime`] may be alive at once: the size of its instance
+/// pool. Each slot reserves address space (not memory) up front.
+pub const MAX_LIVE_SANDBOXES: u32 = 1000;
+
+/// Writes `bytes` to `path` through a temporary sibling that is renamed into place, so a
+/// reader sees the old file or the whole new one, never a part; the temporary is removed
+/// when the write fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
+    let temporary = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error).with_context(|| format!("write {}", path.display()));
+    }
+    Ok(())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
 
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone)]
@@ -178,35 +208,119 @@ pub(crate) fn grant_variant(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -
     Ok(())
 }
 
+/// Where a [`Runtime`]'s compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// The build's precompiled artifact (`runtime-<variant>.cwasm`), digest checked.
+    Precompiled,
+    /// The host's compile cache.
+    CompileCache,
+    /// Compiled now (and cached).
+    Compiled,
+}
+
+impl Loaded {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Loaded::Precompiled => "loaded the precompiled artifact",
+            Loaded::CompileCache => "loaded from the compile cache",
+            Loaded::Compiled => "compiled",
+        }
+    }
+}
+
+/// Which of a variant's components a [`Runtime`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The pre-initialised component, from its precompiled artifact when that loads (the
+    /// default).
+    Preinit,
+    /// The pre-initialised component, compiled by the host (through its compile cache).
+    PreinitCompiled,
+    /// The component as linked, without pre-initialisation (for comparison).
+    Plain,
+}
+
+/// The instance pool of one runtime: every sandbox's memories and tables come from
+/// pre-reserved slots, and a memory is initialised by mapping the component's image
+/// copy-on-write instead of copying it; a slot is reset when its sandbox is dropped.
+fn pooling(limits: &Limits) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_LIVE_SANDBOXES)
+        .total_core_instances(MAX_LIVE_SANDBOXES * 32)
+        .total_memories(MAX_LIVE_SANDBOXES * 2)
+        .total_tables(MAX_LIVE_SANDBOXES * 2)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(2)
+        .max_tables_per_component(2)
+        .table_elements(100_000)
+        .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10));
+    pool
+}
+
 /// A compiled variant, ready to create sandboxes.
 pub struct Runtime {
     engine: Engine,
-    component: Component,
-    linker: Linker<State>,
+    pre: bindings::SandboxPre<State>,
     variant: VariantEntry,
     limits: Limits,
-    /// Whether the component came from the compile cache (for reports and tests).
-    pub loaded_from_cache: bool,
+    /// Where the compiled component came from (for reports and tests).
+    pub loaded: Loaded,
 }
 
 impl Runtime {
-    /// Loads `variant` from a manifest, with `compile_cache_dir` for compiled components.
+    /// Loads `variant`'s default (pre-initialised) component from a manifest, with
+    /// `compile_cache_dir` for compiled components.
     pub fn new(variant: VariantEntry, limits: Limits, compile_cache_dir: &Path) -> Result<Runtime> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.consume_fuel(limits.fuel.is_some());
-        config.async_stack_size(8 << 20);
-        config.max_wasm_stack(4 << 20);
+        Runtime::with_form(variant, limits, compile_cache_dir, Form::Preinit)
+    }
+
+    /// Loads one of `variant`'s component forms.
+    pub fn with_form(variant: VariantEntry, limits: Limits, compile_cache_dir: &Path, form: Form) -> Result<Runtime> {
+        let fuel = limits.fuel.is_some();
+        let mut config = engine::sandbox_config(fuel);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
         let engine = Engine::new(&config)?;
-        let settings = format!("epoch=1;fuel={};stack=4M", limits.fuel.is_some());
-        let (component, loaded_from_cache) =
-            compile_cache::load(&engine, &variant.component_path, compile_cache_dir, &settings, compile_cache::Interface::Sandbox)?;
+        let component_path = match form {
+            Form::Plain => variant.plain_path.clone().with_context(|| {
+                format!("the manifest has no plain component of `{}`; run `cargo xtask build-runtime`", variant.name)
+            })?,
+            Form::Preinit | Form::PreinitCompiled => variant.component_path.clone(),
+        };
+        let precompiled = match (&variant.precompiled, form) {
+            // Fuel changes the compiled code; the artifact is built without it.
+            (Some(precompiled), Form::Preinit) if !fuel => match load_precompiled(&engine, precompiled) {
+                Ok(component) => Some(component),
+                Err(why) => {
+                    eprintln!("note: not using {}: {why}; compiling the component instead", precompiled.path.display());
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (component, loaded) = match precompiled {
+            Some(component) => (component, Loaded::Precompiled),
+            None => {
+                let (component, cached) = compile_cache::load(
+                    &engine,
+                    &component_path,
+                    compile_cache_dir,
+                    &engine::settings_label(fuel),
+                    compile_cache::Interface::Sandbox,
+                )?;
+                (component, if cached { Loaded::CompileCache } else { Loaded::Compiled })
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("link {}", component_path.display()))?;
+        let pre = bindings::SandboxPre::new(pre)?;
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, component, linker, variant, limits, loaded_from_cache })
+        Ok(Runtime { engine, pre, variant, limits, loaded })
     }
 
     /// A fresh sandbox with its own namespace.
@@ -227,15 +341,51 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(u64::MAX / 2);
-        let instance = bindings::Sandbox::instantiate(&mut store, &self.component, &self.linker)
-            .map_err(anyhow::Error::from)
-            .context("instantiate the component")?;
+        let instance = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiate the component")?;
         Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+}
+
+/// Why a precompiled artifact was not loaded.
+#[derive(Debug)]
+pub enum NotLoaded {
+    /// Its bytes are not the ones the manifest names: it was never handed to wasmtime.
+    Digest { found: String, expected: String },
+    /// It could not be read.
+    Unreadable(String),
+    /// wasmtime refused it: another version, target, CPU or engine setting.
+    Engine(String),
+}
+
+impl std::fmt::Display for NotLoaded {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotLoaded::Digest { found, expected } => {
+                write!(formatter, "its sha256 is {found}, the manifest names {expected} (rebuild with `cargo xtask build-runtime`)")
+            }
+            NotLoaded::Unreadable(error) => write!(formatter, "{error}"),
+            NotLoaded::Engine(error) => write!(formatter, "this host's engine cannot run it ({error})"),
+        }
+    }
+}
+
+/// Loads a precompiled artifact after checking its digest against the manifest's: loading
+/// compiled code is `unsafe` (it runs as this process's machine code), so only the bytes the
+/// build wrote are loaded, and wasmtime then checks that they suit `engine`.
+pub fn load_precompiled(engine: &Engine, precompiled: &manifest::Precompiled) -> Result<Component, NotLoaded> {
+    let path = &precompiled.path;
+    let found = compile_cache::sha256_of_file(path).map_err(|error| NotLoaded::Unreadable(format!("{error:#}")))?;
+    if found != precompiled.sha256 {
+        return Err(NotLoaded::Digest { found, expected: precompiled.sha256.clone() });
+    }
+    // SAFETY: the file holds the bytes the build wrote (digest checked above); wasmtime
+    // checks their version, target, settings and CPU features against this engine and
+    // refuses a mismatch with an error.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(|error| NotLoaded::Engine(format!("{error:#}")))
 }
 
 /// One guest instance with a persistent Python namespace.

@@ -40,6 +40,37 @@ enum Command {
     Python(PythonArgs),
     /// Run command case files (`tests/cli/*.toml`) against every variant's command form
     CliCases(cli_cases::Args),
+    /// Measure sandbox start-up, execute and callback latency, compute speed and memory,
+    /// side by side with native python3 (run by `cargo xtask bench`)
+    Bench(eryx_host::bench::Args),
+    /// Build step: pre-initialise a sandbox component (run by `cargo xtask build-runtime`)
+    Preinit(PreinitArgs),
+    /// Build step: precompile a sandbox component for the portable CPU baseline, writing
+    /// OUT and OUT.json (run by `cargo xtask build-runtime`)
+    Precompile {
+        #[arg(long)]
+        component: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct PreinitArgs {
+    /// The plain sandbox component
+    #[arg(long)]
+    component: PathBuf,
+    /// A read-only mount the sandbox has, as HOST::GUEST (the variant's stdlib)
+    #[arg(long = "mount", value_name = "HOST::GUEST")]
+    mounts: Vec<String>,
+    /// An environment variable the sandbox has
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// A module to import before the snapshot
+    #[arg(long = "import", value_name = "MODULE")]
+    imports: Vec<String>,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +140,37 @@ fn run() -> Result<ExitCode> {
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preinit(args) => {
+            let mut variant = eryx_host::VariantEntry::for_component(&args.component);
+            for mount in &args.mounts {
+                let (host, guest) = mount.split_once("::").with_context(|| format!("--mount {mount}: expected HOST::GUEST"))?;
+                variant.stdlib = Some(eryx_host::manifest::StdlibMount { host_directory: host.into(), guest_path: guest.to_owned() });
+            }
+            for pair in &args.env {
+                let (key, value) = pair.split_once('=').with_context(|| format!("--env {pair}: expected KEY=VALUE"))?;
+                variant.env.insert(key.to_owned(), value.to_owned());
+            }
+            let plain = std::fs::read(&args.component).with_context(|| format!("read {}", args.component.display()))?;
+            let started = std::time::Instant::now();
+            let bytes = eryx_host::preinit::preinitialize(&plain, &variant, &args.imports)?;
+            eryx_host::write_atomic(&args.out, &bytes)?;
+            eprintln!(
+                "pre-initialised {} in {:.1}s ({:.1} → {:.1} MiB)",
+                args.component.display(),
+                started.elapsed().as_secs_f64(),
+                plain.len() as f64 / 1048576.0,
+                bytes.len() as f64 / 1048576.0
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Precompile { component, out } => {
+            eryx_host::engine::precompile(&component, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            eryx_host::bench::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Conformance(args) => conformance::run(&args),

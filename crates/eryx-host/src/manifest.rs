@@ -13,15 +13,48 @@ pub struct StdlibMount {
     pub guest_path: String,
 }
 
+/// A variant's precompiled artifact (`runtime-<variant>.cwasm`).
+#[derive(Debug, Clone)]
+pub struct Precompiled {
+    pub path: PathBuf,
+    /// Checked before the artifact is loaded: loading compiled code is `unsafe`.
+    pub sha256: String,
+    pub wasmtime: String,
+    pub compatibility_hash: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct VariantEntry {
     pub name: String,
+    /// The default sandbox component (pre-initialised).
     pub component_path: PathBuf,
     pub component_sha256: String,
+    /// The component as linked, before pre-initialisation.
+    pub plain_path: Option<PathBuf>,
+    pub precompiled: Option<Precompiled>,
+    /// What the pre-initialisation imported.
+    pub preinit_imports: Vec<String>,
     /// The command form (`python-<variant>.wasm`), when the build made one.
     pub command_path: Option<PathBuf>,
     pub stdlib: Option<StdlibMount>,
     pub env: BTreeMap<String, String>,
+}
+
+impl VariantEntry {
+    /// An entry for a component alone: no mounts, no environment, no other forms.
+    pub fn for_component(path: &Path) -> VariantEntry {
+        VariantEntry {
+            name: path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
+            component_path: path.to_path_buf(),
+            component_sha256: String::new(),
+            plain_path: None,
+            precompiled: None,
+            preinit_imports: Vec::new(),
+            command_path: None,
+            stdlib: None,
+            env: BTreeMap::new(),
+        }
+    }
 }
 
 pub struct Manifest {
@@ -41,6 +74,14 @@ struct RawArtifact {
 }
 
 #[derive(Deserialize)]
+struct RawPrecompiled {
+    path: String,
+    sha256: String,
+    wasmtime: String,
+    compatibility_hash: String,
+}
+
+#[derive(Deserialize)]
 struct RawStdlib {
     directory: String,
     guest_path: String,
@@ -50,6 +91,10 @@ struct RawStdlib {
 struct RawVariant {
     component: RawArtifact,
     command: Option<RawArtifact>,
+    plain: Option<RawArtifact>,
+    precompiled: Option<RawPrecompiled>,
+    #[serde(default)]
+    preinit_imports: Vec<String>,
     stdlib: Option<RawStdlib>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -69,6 +114,14 @@ impl Manifest {
                     name: name.clone(),
                     component_path: base.join(&variant.component.path),
                     component_sha256: variant.component.sha256,
+                    plain_path: variant.plain.map(|plain| base.join(plain.path)),
+                    precompiled: variant.precompiled.map(|precompiled| Precompiled {
+                        path: base.join(precompiled.path),
+                        sha256: precompiled.sha256,
+                        wasmtime: precompiled.wasmtime,
+                        compatibility_hash: precompiled.compatibility_hash,
+                    }),
+                    preinit_imports: variant.preinit_imports,
                     command_path: variant.command.map(|command| base.join(command.path)),
                     stdlib: variant.stdlib.map(|stdlib| StdlibMount {
                         host_directory: base.join(stdlib.directory),

@@ -105,6 +105,16 @@ impl Backend for RustPython {
         )
     }
 
+    fn renew_after_snapshot(&mut self) {
+        // RustPython's generators (`random.Random()` without a seed, among others) draw their
+        // seeds from `rand`'s thread generator, a user-space generator seeded once from WASI
+        // randomness. A pre-initialised instance holds the state it had in the snapshot, the
+        // same in every sandbox: seed it again from this sandbox's WASI randomness.
+        if let Err(error) = rand::rng().reseed() {
+            panic!("reseeding the random generator from WASI failed: {error}");
+        }
+    }
+
     fn clear_state(&mut self) {
         // As in the CPython backend: a failure of `clear` is a runtime bug, and losing the
         // sandbox to a trap is better than silently keeping stale state.
@@ -131,6 +141,11 @@ fn load_helper(vm: &VirtualMachine) -> PyResult<PyDictRef> {
     namespace.set_item(
         "_host_report_trace",
         vm.new_function("_host_report_trace", host_report_trace).into(),
+        vm,
+    )?;
+    namespace.set_item(
+        "_host_finish_preinit",
+        vm.new_function("_host_finish_preinit", eryx_guest_abi::finish_preinit).into(),
         vm,
     )?;
     let scope = Scope::with_builtins(None, namespace.clone(), vm);

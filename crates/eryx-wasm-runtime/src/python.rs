@@ -229,10 +229,11 @@ fn set_item(namespace: &Owned, name: &CStr, value: Owned) -> Result<(), String> 
 
 type HostFunction = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
 
-const HOST_FUNCTIONS: [(&CStr, HostFunction); 3] = [
+const HOST_FUNCTIONS: [(&CStr, HostFunction); 4] = [
     (c"_host_invoke", host_invoke),
     (c"_host_list_callbacks", host_list_callbacks),
     (c"_host_report_trace", host_report_trace),
+    (c"_host_finish_preinit", host_finish_preinit),
 ];
 
 /// Wraps `function` as a Python callable taking positional arguments.
@@ -302,6 +303,14 @@ unsafe extern "C" fn host_list_callbacks(
             .collect::<Result<Vec<_>, _>>()?;
         Owned::list(items)
     })())
+}
+
+/// `_host_finish_preinit() -> bool`: see [`eryx_guest_abi::finish_preinit`].
+unsafe extern "C" fn host_finish_preinit(
+    _module: *mut ffi::PyObject,
+    _arguments: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    to_python(Ok(Owned::boolean(eryx_guest_abi::finish_preinit())))
 }
 
 /// `_host_report_trace(lineno, event_json, context_json) -> None`.

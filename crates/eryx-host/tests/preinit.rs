@@ -1,0 +1,101 @@
+//! The pre-initialised components the build made, and the host's fast path over them. These
+//! need `cargo xtask build-runtime`'s output: `cargo xtask test` runs them with
+//! `ERYX_MANIFEST` set; without it they say so and pass nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eryx_host::{Callbacks, Limits, Loaded, Manifest, Runtime, VariantEntry};
+
+fn manifest() -> Option<Manifest> {
+    match std::env::var_os("ERYX_MANIFEST") {
+        Some(path) => Some(Manifest::load(Path::new(&path)).expect("ERYX_MANIFEST names a manifest")),
+        None => {
+            eprintln!("ERYX_MANIFEST is not set: run through `cargo xtask test` to test the built components");
+            None
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Pre-initialising the plain component again, with the stdlib freshly copied (other inodes,
+/// times and directory order than the build's), gives the build's bytes.
+#[test]
+fn pre_initialisation_is_deterministic() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let mut variant: VariantEntry = variant.clone();
+        let copy = tempfile::tempdir().unwrap();
+        if let Some(stdlib) = &mut variant.stdlib {
+            let fresh: PathBuf = copy.path().join("stdlib");
+            copy_tree(&stdlib.host_directory, &fresh);
+            stdlib.host_directory = fresh;
+        }
+        let plain = std::fs::read(variant.plain_path.as_ref().expect("the manifest names the plain component")).unwrap();
+        let again = eryx_host::preinit::preinitialize(&plain, &variant, &variant.preinit_imports).unwrap();
+        let built = std::fs::read(&variant.component_path).unwrap();
+        assert!(again.len() > plain.len(), "{}: the snapshot holds the initialised heap", variant.name);
+        assert!(again == built, "{}: a second pre-initialisation gave other bytes than the build's", variant.name);
+    }
+}
+
+fn print_of(sandbox: &mut eryx_host::Sandbox, code: &str) -> String {
+    sandbox.execute(code).unwrap_or_else(|error| panic!("{code}: {error}")).stdout
+}
+
+/// Sandboxes start from one snapshot but share nothing: state set in one is absent from the
+/// next (alive at the same time or created after it was dropped), the `random` module is
+/// reseeded per sandbox, and a module the pre-initialisation did not import still loads.
+#[test]
+fn sandboxes_from_one_snapshot_are_isolated() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        assert_eq!(runtime.loaded, Loaded::Precompiled, "{}: the precompiled artifact loads on the build machine", variant.name);
+        let callbacks = Arc::new(Callbacks::standard());
+        let mut first = runtime.sandbox(callbacks.clone()).unwrap();
+        let mut second = runtime.sandbox(callbacks.clone()).unwrap();
+        let draw = "import random; print(random.random(), random.Random().random())";
+        assert_eq!(print_of(&mut first, "secret = 41\nimport sys; sys.modules['json'].marker = 1\nprint(secret + 1)"), "42\n");
+        assert_eq!(print_of(&mut second, "print('secret' in globals(), hasattr(__import__('json'), 'marker'))"), "False False\n");
+        let (one, two) = (print_of(&mut first, draw), print_of(&mut second, draw));
+        assert_ne!(one, two, "{}: two sandboxes drew the same random numbers", variant.name);
+        drop(first);
+        let mut third = runtime.sandbox(callbacks).unwrap();
+        assert_eq!(print_of(&mut third, "print('secret' in globals())"), "False\n", "{}", variant.name);
+        assert_ne!(print_of(&mut third, draw), one, "{}: a recycled slot drew the first sandbox's numbers", variant.name);
+        assert_eq!(print_of(&mut third, "import xml.dom.minidom, email.message; print(xml.dom.minidom.parseString('<a/>').documentElement.tagName)"), "a\n");
+    }
+}
+
+/// A precompiled artifact whose bytes are not the manifest's is not loaded; the runtime
+/// compiles the component instead and works.
+#[test]
+fn a_changed_precompiled_artifact_falls_back_to_compiling() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().expect("a built variant");
+    let mut changed = variant.clone();
+    let precompiled = changed.precompiled.as_mut().expect("the manifest names the precompiled artifact");
+    let directory = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&precompiled.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    precompiled.path = directory.path().join("changed.cwasm");
+    std::fs::write(&precompiled.path, &bytes).unwrap();
+    let runtime = Runtime::new(changed, Limits::default(), &manifest.compile_cache_dir()).unwrap();
+    assert_ne!(runtime.loaded, Loaded::Precompiled);
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    assert_eq!(print_of(&mut sandbox, "print(6 * 7)"), "42\n");
+}
