@@ -29,7 +29,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let mut command = crate::workspace::host_cargo();
     command
         .current_dir(&workspace.root)
-        .args(["run", "--quiet", "--release", "--package", "eryx-host"])
+        .args(["run", "--release", "--package", "eryx-host"])
         .args(sources.cargo_args())
         .args(["--", "bench", "--manifest"])
         .arg(&manifest)

@@ -41,8 +41,10 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// How much of the guest's own stderr a sandbox keeps (to explain a trap).
 const GUEST_STDERR_BYTES: usize = 64 * 1024;
 /// How many sandboxes of one [`Runtime`] may be alive at once: the size of its instance
-/// pool. Each slot reserves address space (not memory) up front.
-pub const MAX_LIVE_SANDBOXES: u32 = 1000;
+/// pool. Each slot reserves address space (not memory) up front: about 4 GiB for the
+/// sandbox's one linear memory, so a runtime reserves about 2 TiB of the 128 TiB a Linux
+/// process has.
+pub const MAX_LIVE_SANDBOXES: u32 = 500;
 
 /// Writes `bytes` to `path` through a temporary sibling that is renamed into place, so a
 /// reader sees the old file or the whole new one, never a part; the temporary is removed
@@ -248,10 +250,11 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(MAX_LIVE_SANDBOXES)
         .total_core_instances(MAX_LIVE_SANDBOXES * 32)
-        .total_memories(MAX_LIVE_SANDBOXES * 2)
+        // A sandbox component has one linear memory (its libraries share it) and two tables.
+        .total_memories(MAX_LIVE_SANDBOXES)
         .total_tables(MAX_LIVE_SANDBOXES * 2)
         .max_core_instances_per_component(32)
-        .max_memories_per_component(2)
+        .max_memories_per_component(1)
         .max_tables_per_component(2)
         .table_elements(100_000)
         .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10));
