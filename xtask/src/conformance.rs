@@ -23,6 +23,8 @@ pub struct RunArgs {
     /// A Python file to run as one `execute` instead; `-` reads the code from stdin
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub flags: eryx_interface::flags::SandboxFlags,
 }
 
 #[derive(clap::Args)]
@@ -88,7 +90,7 @@ pub fn exec(mut command: Command, what: &str) -> Result<()> {
 pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &RunArgs) -> Result<()> {
     let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
     let mut command = host_command(workspace, sources);
-    command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
+    command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]).args(args.flags.to_args());
     for code in &args.code {
         command.arg("-c").arg(code);
     }

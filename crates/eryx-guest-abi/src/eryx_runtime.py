@@ -23,23 +23,47 @@ import types
 
 import __main__
 
-USER_FILENAME = "<string>"
+# Each `execute` compiles its code under its own name, `<execute-N>`, so a traceback through
+# a function defined by an earlier `execute` shows that execute's source line.
+USER_FILENAME_PREFIX = "<execute-"
+_execute_count = 0
+
+
+def _is_user_file(filename):
+    return filename.startswith(USER_FILENAME_PREFIX)
 _user_globals = __main__.__dict__
 
 # Names the runtime puts into the user's namespace; `clear` keeps them and `snapshot`
 # skips them.
 _machinery_names = set()
-# The dunder names every fresh `__main__` has; `clear` keeps them.
-_initial_dunders = {name for name in _user_globals if name.startswith("__")}
+# What a fresh `__main__` holds (its dunders): `clear` brings it back, and the builtins as
+# they are once this file has run (`_original_builtins`, below), whatever user code did.
+_initial_main = dict(_user_globals)
+_initial_dunders = set(_initial_main)
 
 
 class CallbackError(Exception):
     """A host callback failed or does not exist; the message is the host's text."""
 
 
-def invoke(name, **kwargs):
-    """Calls the host callback `name` with keyword arguments and returns its JSON result."""
-    ok, text = _host_invoke(name, json.dumps(kwargs))
+def invoke(name, /, **kwargs):
+    """Calls the host callback `name` with keyword arguments and returns its JSON result.
+
+    Every argument must be JSON: numbers (integers of any size; finite floats), strings,
+    booleans, None, and lists and dicts (with string keys) of those.
+    """
+    try:
+        arguments = json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError):
+        for key, value in kwargs.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as caught:
+                raise CallbackError(
+                    f"callback {name!r}: argument {key!r} cannot be sent to the host as JSON: {caught}"
+                ) from None
+        raise
+    ok, text = _host_invoke(name, arguments)
     if not ok:
         raise CallbackError(f"callback {name!r} failed: {text}")
     return json.loads(text)
@@ -76,6 +100,7 @@ def _make_wrapper(name, description):
     call.__name__ = name.rsplit(".", 1)[-1]
     call.__qualname__ = name
     call.__doc__ = description
+    call._eryx_callback = name
     return call
 
 
@@ -84,30 +109,45 @@ def _install(name, value):
     _machinery_names.add(name)
 
 
+def _is_node(value):
+    """Whether `value` can hold dotted children: a namespace, or a callback wrapper (a
+    name can be both a callback and the prefix of others)."""
+    return isinstance(value, _Namespace) or hasattr(value, "_eryx_callback")
+
+
 def _install_callbacks():
     _install("invoke", invoke)
     _install("list_callbacks", list_callbacks)
     _install("CallbackError", CallbackError)
-    for callback in list_callbacks():
+    # Shorter names first, so `x` is installed before `x.y` hangs from it.
+    for callback in sorted(list_callbacks(), key=lambda callback: callback["name"].count(".")):
         parts = callback["name"].split(".")
         if not all(part.isidentifier() for part in parts):
+            # Not a Python name: reachable through `invoke(name, ...)` only.
             continue
         wrapper = _make_wrapper(callback["name"], callback["description"])
-        if len(parts) == 1:
-            _install(parts[0], wrapper)
-            continue
-        head = _user_globals.get(parts[0])
-        if not isinstance(head, _Namespace):
-            head = _Namespace(parts[0])
-            _install(parts[0], head)
-        node = head
-        for index, part in enumerate(parts[1:-1], start=2):
-            child = getattr(node, part, None)
-            if not isinstance(child, _Namespace):
-                child = _Namespace(".".join(parts[:index]))
-                setattr(node, part, child)
-            node = child
-        setattr(node, parts[-1], wrapper)
+        parent, names = None, parts[:-1]
+        for index, part in enumerate(names):
+            holder = _user_globals if parent is None else parent.__dict__
+            node = holder.get(part)
+            if not _is_node(node):
+                node = _Namespace(".".join(parts[: index + 1]))
+                if parent is None:
+                    _install(part, node)
+                else:
+                    setattr(parent, part, node)
+            parent = node
+        last = parts[-1]
+        existing = (_user_globals if parent is None else parent.__dict__).get(last)
+        if isinstance(existing, _Namespace):
+            # `x.y` came first (or `x` is also a namespace): the wrapper takes its children.
+            for child, value in vars(existing).items():
+                if child != "_prefix":
+                    setattr(wrapper, child, value)
+        if parent is None:
+            _install(last, wrapper)
+        else:
+            setattr(parent, last, wrapper)
 
 
 _callbacks_installed = False
@@ -165,10 +205,29 @@ def _drop_self_pipe(module):
 sys.meta_path.insert(0, _SelfPipelessEventLoops())
 
 
+def _supply_what_wasi_lacks():
+    """What Python code expects of every platform and a WASI build of the interpreter may
+    not define (RustPython's `signal` module on WASI has no signal numbers, and without
+    `site` it has no `quit`)."""
+    try:
+        import signal
+    except ImportError:
+        signal = None
+    if signal is not None and not hasattr(signal, "SIGINT"):
+        # `asyncio.run` reads it to install (and later remove) its Ctrl-C handler.
+        signal.SIGINT = 2
+    if not hasattr(builtins, "quit") and hasattr(builtins, "exit"):
+        builtins.quit = builtins.exit
+
+
+_supply_what_wasi_lacks()
+_original_builtins = dict(builtins.__dict__)
+
+
 def _user_traceback(error):
     """Formats `error` without this file's frames, so line numbers are the user's."""
     tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != USER_FILENAME:
+    while tb is not None and not _is_user_file(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip("\n")
 
@@ -187,7 +246,7 @@ def _preinit(modules):
     (the callbacks are installed per sandbox, on its first `execute`), and the WASI state that
     must not be captured is reset last.
     """
-    global _callbacks_installed, _reseed_pending, _preinitialised
+    global _reseed_pending, _preinitialised
     if _preinitialised:
         raise RuntimeError("this instance is pre-initialised already")
     failed = []
@@ -198,12 +257,7 @@ def _preinit(modules):
             failed.append(f"{name} ({caught})")
     if failed:
         raise ImportError("pre-initialisation could not import " + ", ".join(failed))
-    for name in list(_user_globals):
-        if name not in _initial_dunders:
-            del _user_globals[name]
-    _machinery_names.clear()
-    _callbacks_installed = False
-    linecache.cache.pop(USER_FILENAME, None)
+    _reset_main()
     import gc
 
     gc.collect()
@@ -220,28 +274,98 @@ def _reseed():
         random.seed()
 
 
-def execute(code):
-    """Runs `code` in `__main__`; returns (stdout, stderr, error_or_None)."""
-    global _callbacks_installed, _reseed_pending
+class _BoundedText(io.TextIOBase):
+    """The capture of stdout or stderr for one `execute`: keeps at most `limit` UTF-8 bytes
+    (so the guest's memory stays bounded however much is printed) and counts the rest."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, limit):
+        super().__init__()
+        self._parts = []
+        self._room = limit
+        self.dropped = 0
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self.dropped:
+            self.dropped += len(text)
+            return len(text)
+        encoded = text.encode("utf-8", "surrogatepass")
+        if len(encoded) <= self._room:
+            self._parts.append(text)
+            self._room -= len(encoded)
+        else:
+            head = encoded[: self._room].decode("utf-8", "ignore")
+            self._parts.append(head)
+            self._room = 0
+            self.dropped += len(text) - len(head)
+        return len(text)
+
+    def getvalue(self):
+        text = _utf8("".join(self._parts))
+        if self.dropped:
+            text += f"\n[eryx: output truncated: {self.dropped} more characters were printed]\n"
+        return text
+
+
+def _utf8(text):
+    """`text` as valid UTF-8 text: what cannot be encoded (lone surrogates) is escaped."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _report(frame, event):
+    _host_report_trace(frame.f_lineno, json.dumps(event), "{}")
+
+
+def _tracer(frame, event, arg):
+    """`sys.settrace` hook: reports the events of the user's code only."""
+    if not _is_user_file(frame.f_code.co_filename):
+        return None
+    if event == "line":
+        _report(frame, {"type": "line"})
+    elif event in ("call", "return"):
+        _report(frame, {"type": event, "function": frame.f_code.co_name})
+    elif event == "exception":
+        kind, value, _ = arg
+        _report(frame, {"type": "exception", "exception_type": kind.__name__, "message": _utf8(str(value))})
+    return _tracer
+
+
+def execute(code, max_output_bytes=1 << 20, trace=False):
+    """Runs `code` in `__main__`; returns (stdout, stderr, truncated, error_or_None)."""
+    global _callbacks_installed, _reseed_pending, _execute_count
     if _reseed_pending:
         _reseed_pending = False
         _reseed()
     if not _callbacks_installed:
         _install_callbacks()
         _callbacks_installed = True
-    stdout, stderr = io.StringIO(), io.StringIO()
+    stdout, stderr = _BoundedText(max_output_bytes), _BoundedText(max_output_bytes)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = stdout, stderr
     error = None
     try:
-        linecache.cache[USER_FILENAME] = (
-            len(code),
-            None,
-            code.splitlines(True),
-            USER_FILENAME,
-        )
-        compiled = compile(code, USER_FILENAME, "exec")
-        exec(compiled, _user_globals)
+        _execute_count += 1
+        filename = f"{USER_FILENAME_PREFIX}{_execute_count}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        compiled = compile(code, filename, "exec")
+        if trace:
+            sys.settrace(_tracer)
+        try:
+            exec(compiled, _user_globals)
+        finally:
+            if trace:
+                sys.settrace(None)
     except SystemExit as caught:
         # `sys.exit()` and `sys.exit(0)` end the code successfully, as they end a program;
         # its output stays. Any other status is an error whose traceback names it.
@@ -257,7 +381,8 @@ def execute(code):
         except Exception:
             pass
         sys.stdout, sys.stderr = saved
-    return stdout.getvalue(), stderr.getvalue(), error
+    truncated = bool(stdout.dropped or stderr.dropped)
+    return stdout.getvalue(), stderr.getvalue(), truncated, None if error is None else _utf8(error)
 
 
 def _user_items():
@@ -269,45 +394,129 @@ def _user_items():
         yield name, value
 
 
-def _survives_pickling(value):
-    # Functions and classes defined by the user pickle by reference to `__main__`; they
-    # would not load again after `clear`, so they are not state that a snapshot can carry.
-    if isinstance(value, (types.FunctionType, type)) and getattr(
-        value, "__module__", None
-    ) == "__main__":
-        return False
+class _MainReferences(pickle.Pickler):
+    """A pickler that notes classes and functions of `__main__` it meets: a value that needs
+    one pickles as a reference to code defined in the sandbox, which another sandbox (or
+    this one after `clear`) does not have."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.found = None
+
+    def persistent_id(self, obj):
+        if (
+            self.found is None
+            and isinstance(obj, (type, types.FunctionType))
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
+            self.found = getattr(obj, "__qualname__", "?")
+        return None
+
+
+def _carried(value):
+    """The pickle of `value`, or None when it cannot travel to another sandbox."""
     if isinstance(value, types.ModuleType):
-        return False
+        return None
+    buffer = io.BytesIO()
+    pickler = _MainReferences(buffer)
     try:
-        pickle.dumps(value)
+        pickler.dump(value)
     except Exception:
-        return False
-    return True
+        return None
+    if pickler.found is not None:
+        return None
+    return buffer.getvalue()
+
+
+SNAPSHOT_FORMAT = 1
+
+
+def _snapshot_header():
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "implementation": sys.implementation.name,
+        "python": list(sys.version_info[:2]),
+    }
 
 
 def snapshot():
-    """Returns (bytes, None) with the picklable user globals, or (None, error)."""
+    """Returns (bytes, skipped_names, None), or (None, None, error).
+
+    Each value is pickled on its own, so a restore can load the others when one fails; a
+    value that cannot be pickled, or that refers to code defined in the sandbox, is left out
+    and named.
+    """
     try:
-        state = {name: value for name, value in _user_items() if _survives_pickling(value)}
-        return pickle.dumps(state), None
+        values, skipped = {}, []
+        for name, value in _user_items():
+            data = _carried(value)
+            if data is None:
+                skipped.append(name)
+            else:
+                values[name] = data
+        snapshot = dict(_snapshot_header(), values=values)
+        return pickle.dumps(snapshot), tuple(sorted(skipped)), None
     except BaseException as caught:
-        return None, _user_traceback(caught)
+        return None, None, _user_traceback(caught)
 
 
 def restore(data):
-    """Merges a snapshot into `__main__`; returns None or an error text."""
+    """Merges a snapshot into `__main__` name by name; returns (names_not_restored, None) or
+    (None, error) when the snapshot is refused as a whole."""
     try:
-        state = pickle.loads(data)
+        snapshot = pickle.loads(data)
     except BaseException as caught:
-        return f"restore-state: the snapshot does not load: {type(caught).__name__}: {caught}"
-    if not isinstance(state, dict):
-        return "restore-state: the snapshot is not a namespace"
-    _user_globals.update(state)
-    return None
+        return None, f"restore-state: the snapshot does not load: {type(caught).__name__}: {caught}"
+    here = _snapshot_header()
+    if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
+        return None, (
+            f"restore-state: not a snapshot of format {SNAPSHOT_FORMAT} "
+            "(made by another version of the runtime, or not a snapshot)"
+        )
+    made_by = (snapshot.get("implementation"), snapshot.get("python"))
+    if made_by != (here["implementation"], here["python"]):
+        return None, (
+            f"restore-state: the snapshot was made by {made_by[0]} {_version(made_by[1])}; "
+            f"this sandbox runs {here['implementation']} {_version(here['python'])}"
+        )
+    failed = []
+    for name, blob in snapshot.get("values", {}).items():
+        try:
+            _user_globals[name] = pickle.loads(blob)
+        except BaseException:
+            failed.append(name)
+    return tuple(sorted(failed)), None
+
+
+def _version(parts):
+    return ".".join(str(part) for part in parts) if isinstance(parts, list) else "?"
+
+
+def _reset_main():
+    """`__main__` as fresh as at start-up, the original builtins back, and the callbacks to be
+    installed again (from the host's current list) on the next `execute`."""
+    global _callbacks_installed, _execute_count
+    for name in list(_user_globals):
+        if name not in _initial_dunders:
+            del _user_globals[name]
+    _user_globals.update(_initial_main)
+    _user_globals["__builtins__"] = builtins
+    current = builtins.__dict__
+    for name in [name for name in current if name not in _original_builtins]:
+        del current[name]
+    current.update(_original_builtins)
+    _machinery_names.clear()
+    _callbacks_installed = False
+    for filename in [filename for filename in linecache.cache if _is_user_file(filename)]:
+        del linecache.cache[filename]
+    _execute_count = 0
 
 
 def clear():
-    """Removes every user global; builtins and the callback machinery stay."""
-    for name, _ in list(_user_items()):
-        del _user_globals[name]
-    _user_globals["__builtins__"] = builtins
+    """Removes every user global and brings back the builtins and the callbacks; returns
+    None or an error text."""
+    try:
+        _reset_main()
+        return None
+    except BaseException as caught:
+        return f"clear-state: {type(caught).__name__}: {caught}"

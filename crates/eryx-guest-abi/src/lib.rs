@@ -28,11 +28,28 @@ use std::cell::RefCell;
 pub use stack::Value;
 use stack::{wit, Context};
 
+/// How one `execute` runs (the world's `execute-options`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecuteOptions {
+    /// The most UTF-8 bytes of stdout, and of stderr, the execute keeps.
+    pub max_output_bytes: u64,
+    /// Whether to report trace events of the user's code.
+    pub trace: bool,
+}
+
+impl Default for ExecuteOptions {
+    fn default() -> Self {
+        ExecuteOptions { max_output_bytes: 1 << 20, trace: false }
+    }
+}
+
 /// What one `execute` printed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExecuteOutput {
     pub stdout: String,
     pub stderr: String,
+    /// Whether stdout or stderr was cut at the limit.
+    pub truncated: bool,
 }
 
 /// Why one `execute` failed, with what it printed before.
@@ -40,6 +57,7 @@ pub struct ExecuteOutput {
 pub struct ExecuteError {
     pub stdout: String,
     pub stderr: String,
+    pub truncated: bool,
     pub traceback: String,
 }
 
@@ -48,6 +66,13 @@ impl From<String> for ExecuteError {
     fn from(traceback: String) -> Self {
         ExecuteError { traceback, ..ExecuteError::default() }
     }
+}
+
+/// The user state `snapshot-state` serialised, and the names it left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StateSnapshot {
+    pub data: Vec<u8>,
+    pub skipped: Vec<String>,
 }
 
 /// A callback the host offers, as `list-callbacks` describes it.
@@ -60,10 +85,11 @@ pub struct CallbackInfo {
 
 /// One Python implementation behind the world's exports.
 pub trait Backend {
-    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError>;
-    fn snapshot_state(&mut self) -> Result<Vec<u8>, String>;
-    fn restore_state(&mut self, data: &[u8]) -> Result<(), String>;
-    fn clear_state(&mut self);
+    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError>;
+    fn snapshot_state(&mut self) -> Result<StateSnapshot, String>;
+    /// Answers the names that could not be restored.
+    fn restore_state(&mut self, data: &[u8]) -> Result<Vec<String>, String>;
+    fn clear_state(&mut self) -> Result<(), String>;
     /// Renews the backend's own state that must differ per sandbox (generators seeded from
     /// WASI randomness) in an instance restored from a pre-initialisation snapshot. Called
     /// once, before the restored instance's first export call.
@@ -111,21 +137,25 @@ pub fn dispatch(name: &str, mut args: Vec<Value>) -> Option<Value> {
 pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>) -> Option<Value> {
     match name {
         "execute" => {
+            // The parameters were lifted in order: the last one is on top.
+            let options = take_options(args);
             let code = take_string(args, name);
-            Some(match backend.execute(&code) {
+            Some(match backend.execute(&code, &options) {
                 Ok(output) => Value::ok(Some(Value::Record(vec![
                     Value::String(output.stdout),
                     Value::String(output.stderr),
+                    Value::Bool(output.truncated),
                 ]))),
                 Err(error) => Value::err(Some(Value::Record(vec![
                     Value::String(error.stdout),
                     Value::String(error.stderr),
+                    Value::Bool(error.truncated),
                     Value::String(error.traceback),
                 ]))),
             })
         }
         "snapshot-state" => Some(match backend.snapshot_state() {
-            Ok(bytes) => Value::ok(Some(Value::Bytes(bytes))),
+            Ok(snapshot) => Value::ok(Some(Value::Record(vec![Value::Bytes(snapshot.data), strings(snapshot.skipped)]))),
             Err(error) => Value::err(Some(Value::String(error))),
         }),
         "restore-state" => {
@@ -134,16 +164,31 @@ pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>)
                 other => panic!("restore-state expects list<u8>, got {other:?}"),
             };
             Some(match backend.restore_state(&data) {
-                Ok(()) => Value::ok(None),
+                Ok(not_restored) => Value::ok(Some(strings(not_restored))),
                 Err(error) => Value::err(Some(Value::String(error))),
             })
         }
-        "clear-state" => {
-            backend.clear_state();
-            None
-        }
+        "clear-state" => Some(match backend.clear_state() {
+            Ok(()) => Value::ok(None),
+            Err(error) => Value::err(Some(Value::String(error))),
+        }),
         other => panic!("the world has no export named `{other}`"),
     }
+}
+
+fn take_options(args: &mut Vec<Value>) -> ExecuteOptions {
+    match args.pop() {
+        Some(Value::Record(fields)) => match <[Value; 2]>::try_from(fields) {
+            Ok([Value::U64(max_output_bytes), Value::Bool(trace)]) => ExecuteOptions { max_output_bytes, trace },
+            Ok(other) => panic!("execute-options has unexpected fields {other:?}"),
+            Err(fields) => panic!("execute-options has {} fields, expected 2", fields.len()),
+        },
+        other => panic!("execute expects execute-options, got {other:?}"),
+    }
+}
+
+fn strings(items: Vec<String>) -> Value {
+    Value::List(items.into_iter().map(Value::String).collect())
 }
 
 fn take_string(args: &mut Vec<Value>, function: &str) -> String {
@@ -269,49 +314,58 @@ mod tests {
     }
 
     impl Backend for Recorder {
-        fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError> {
-            self.calls.push(format!("execute {code}"));
+        fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError> {
+            self.calls.push(format!("execute {code} {options:?}"));
             if code == "fail" {
                 return Err(ExecuteError {
                     stdout: "partial\n".into(),
                     stderr: String::new(),
+                    truncated: true,
                     traceback: "Traceback\nValueError: no".into(),
                 });
             }
-            Ok(ExecuteOutput { stdout: code.to_uppercase(), stderr: String::new() })
+            Ok(ExecuteOutput { stdout: code.to_uppercase(), stderr: String::new(), truncated: false })
         }
-        fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
-            Ok(vec![1, 2, 3])
+        fn snapshot_state(&mut self) -> Result<StateSnapshot, String> {
+            Ok(StateSnapshot { data: vec![1, 2, 3], skipped: vec!["helper".into()] })
         }
-        fn restore_state(&mut self, data: &[u8]) -> Result<(), String> {
+        fn restore_state(&mut self, data: &[u8]) -> Result<Vec<String>, String> {
             self.calls.push(format!("restore {data:?}"));
-            Ok(())
+            Ok(vec!["point".into()])
         }
-        fn clear_state(&mut self) {
+        fn clear_state(&mut self) -> Result<(), String> {
             self.calls.push("clear".into());
+            if self.calls.len() > 2 {
+                return Err("clear failed".into());
+            }
+            Ok(())
         }
     }
 
     #[test]
     fn execute_results_are_shaped_like_the_world() {
         let mut backend = Recorder::default();
-        let ok = dispatch_to(&mut backend, "execute", &mut vec![Value::String("hi".into())]);
+        let options = || Value::Record(vec![Value::U64(64), Value::Bool(true)]);
+        let ok = dispatch_to(&mut backend, "execute", &mut vec![Value::String("hi".into()), options()]);
         assert_eq!(
             ok,
             Some(Value::ok(Some(Value::Record(vec![
                 Value::String("HI".into()),
-                Value::String(String::new())
+                Value::String(String::new()),
+                Value::Bool(false),
             ]))))
         );
-        let err = dispatch_to(&mut backend, "execute", &mut vec![Value::String("fail".into())]);
+        let err = dispatch_to(&mut backend, "execute", &mut vec![Value::String("fail".into()), options()]);
         assert_eq!(
             err,
             Some(Value::err(Some(Value::Record(vec![
                 Value::String("partial\n".into()),
                 Value::String(String::new()),
+                Value::Bool(true),
                 Value::String("Traceback\nValueError: no".into()),
             ]))))
         );
+        assert_eq!(backend.calls[0], "execute hi ExecuteOptions { max_output_bytes: 64, trace: true }");
     }
 
     #[test]
@@ -319,13 +373,21 @@ mod tests {
         let mut backend = Recorder::default();
         assert_eq!(
             dispatch_to(&mut backend, "snapshot-state", &mut vec![]),
-            Some(Value::ok(Some(Value::Bytes(vec![1, 2, 3]))))
+            Some(Value::ok(Some(Value::Record(vec![
+                Value::Bytes(vec![1, 2, 3]),
+                Value::List(vec![Value::String("helper".into())])
+            ]))))
         );
         assert_eq!(
             dispatch_to(&mut backend, "restore-state", &mut vec![Value::Bytes(vec![9])]),
-            Some(Value::ok(None))
+            Some(Value::ok(Some(Value::List(vec![Value::String("point".into())]))))
         );
-        assert_eq!(dispatch_to(&mut backend, "clear-state", &mut vec![]), None);
-        assert_eq!(backend.calls, vec!["restore [9]", "clear"]);
+        assert_eq!(dispatch_to(&mut backend, "clear-state", &mut vec![]), Some(Value::ok(None)));
+        assert_eq!(
+            dispatch_to(&mut backend, "clear-state", &mut vec![]),
+            Some(Value::err(Some(Value::String("clear failed".into())))),
+            "a failed clear is an error value, not a panic"
+        );
+        assert_eq!(backend.calls, vec!["restore [9]", "clear", "clear"]);
     }
 }

@@ -234,8 +234,22 @@ macro_rules! scalars {
     )*};
 }
 
+/// The canonical ABI passes a `bool` as an `i32` in which any non-zero value means true; a
+/// Rust `bool` parameter holding anything but 0 or 1 would be undefined behaviour.
+#[no_mangle]
+pub unsafe extern "C" fn wit_dylib_push_bool(cx_pointer: *mut u8, value: u32) {
+    unsafe { cx(cx_pointer) }.stack.push(Value::Bool(value != 0));
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn wit_dylib_pop_bool(cx_pointer: *mut u8) -> bool {
+    match unsafe { cx(cx_pointer) }.pop() {
+        Value::Bool(value) => value,
+        other => panic!("wit_dylib_pop_bool: found {other:?}"),
+    }
+}
+
 scalars! {
-    wit_dylib_push_bool wit_dylib_pop_bool Bool bool;
     wit_dylib_push_u8 wit_dylib_pop_u8 U8 u8;
     wit_dylib_push_u16 wit_dylib_pop_u16 U16 u16;
     wit_dylib_push_u32 wit_dylib_pop_u32 U32 u32;
@@ -494,4 +508,64 @@ pub unsafe extern "C" fn wit_dylib_pop_map_iter_next(_cx: *mut u8, _ty: usize) {
 #[no_mangle]
 pub unsafe extern "C" fn wit_dylib_pop_map_iter(_cx: *mut u8, _ty: usize) {
     panic!("the eryx world has no maps");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pointer(context: &mut Context) -> *mut u8 {
+        context as *mut Context as *mut u8
+    }
+
+    #[test]
+    fn a_bool_is_any_non_zero_i32() {
+        let mut context = Context::default();
+        for raw in [0, 1, 2, 0x100, u32::MAX] {
+            unsafe { wit_dylib_push_bool(pointer(&mut context), raw) };
+            assert_eq!(unsafe { wit_dylib_pop_bool(pointer(&mut context)) }, raw != 0, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_list_is_handed_out_in_order_and_its_iterator_removed() {
+        let mut context = Context::default();
+        context.stack.push(Value::List(vec![Value::U32(1), Value::U32(2), Value::U32(3)]));
+        let mut data = std::ptr::null_mut();
+        let length = unsafe { wit_dylib_pop_list(pointer(&mut context), 0, &mut data) };
+        assert_eq!(length, 3);
+        assert!(data.is_null(), "a list of non-bytes is lowered element by element");
+        let mut seen = Vec::new();
+        for _ in 0..length {
+            unsafe { wit_dylib_pop_list_iter_next(pointer(&mut context), 0) };
+            seen.push(unsafe { wit_dylib_pop_u32(pointer(&mut context)) });
+        }
+        unsafe { wit_dylib_pop_list_iter(pointer(&mut context), 0) };
+        assert_eq!(seen, [1, 2, 3]);
+        assert!(context.stack.is_empty());
+    }
+
+    #[test]
+    fn bytes_are_lent_for_the_call_and_strings_lowered_whole() {
+        let mut context = Context::default();
+        context.stack.push(Value::Bytes(vec![7, 8, 9]));
+        let mut data = std::ptr::null_mut();
+        let length = unsafe { wit_dylib_pop_list(pointer(&mut context), 0, &mut data) };
+        assert_eq!(unsafe { std::slice::from_raw_parts(data, length) }, [7, 8, 9]);
+        context.stack.push(Value::String("héllo".into()));
+        let mut text = std::ptr::null_mut();
+        let length = unsafe { wit_dylib_pop_string(pointer(&mut context), &mut text) };
+        assert_eq!(unsafe { std::slice::from_raw_parts(text, length) }, "héllo".as_bytes());
+    }
+
+    #[test]
+    fn results_and_options_keep_their_payloads() {
+        let mut context = Context::default();
+        context.stack.push(Value::err(Some(Value::String("no".into()))));
+        assert_eq!(unsafe { wit_dylib_pop_result(pointer(&mut context), 0) }, 1);
+        assert_eq!(context.stack.pop(), Some(Value::String("no".into())));
+        context.stack.push(Value::Option(None));
+        assert_eq!(unsafe { wit_dylib_pop_option(pointer(&mut context), 0) }, 0);
+        assert!(context.stack.is_empty());
+    }
 }

@@ -1,6 +1,7 @@
 //! Host callbacks: named functions with a description and a JSON-schema string for their
 //! keyword arguments, called with a JSON object and returning JSON or an error text.
 
+use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
@@ -80,10 +81,14 @@ impl Callbacks {
                 json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
                 move |arguments| {
                     let (a, b) = (number(&arguments, "a")?, number(&arguments, "b")?);
-                    Ok(match (a.as_i64(), b.as_i64()) {
-                        (Some(a), Some(b)) => a.checked_add(b).map(Value::from).unwrap_or_else(|| Value::from(a as f64 + b as f64)),
-                        _ => Value::from(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
-                    })
+                    if let Some(sum) = a.as_i64().zip(b.as_i64()).and_then(|(a, b)| a.checked_add(b)) {
+                        return Ok(Value::from(sum));
+                    }
+                    let sum = a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN);
+                    // JSON has no infinities: a sum out of range is an error, never `null`.
+                    serde_json::Number::from_f64(sum)
+                        .map(Value::Number)
+                        .ok_or_else(|| format!("the sum {sum} is not a finite number, which JSON cannot carry"))
                 },
             )
             .register(
@@ -112,7 +117,40 @@ impl Callbacks {
                     Ok(json!({"status": 200, "url": url}))
                 },
             )
-            .register("fail", "Always fails.", json!({"type": "object", "properties": {}}), |_| Err("boom".to_owned()));
+            .register("fail", "Always fails.", json!({"type": "object", "properties": {}}), |_| Err("boom".to_owned()))
+            // A name that is a callback and the prefix of another, taking an argument called
+            // `name`; and a name that is not a Python identifier (reachable through `invoke`).
+            .register(
+                "greet",
+                "Greets `name`.",
+                json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+                |arguments| {
+                    let name = arguments.get("name").and_then(Value::as_str).ok_or("argument `name` must be a string")?;
+                    Ok(json!(format!("hello {name}")))
+                },
+            )
+            .register(
+                "greet.loudly",
+                "Greets `name` loudly.",
+                json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+                |arguments| {
+                    let name = arguments.get("name").and_then(Value::as_str).ok_or("argument `name` must be a string")?;
+                    Ok(json!(format!("HELLO {}", name.to_uppercase())))
+                },
+            )
+            .register(
+                "sleep",
+                "Waits `ms` milliseconds on the host, then returns them.",
+                json!({"type": "object", "properties": {"ms": {"type": "integer"}}, "required": ["ms"]}),
+                |arguments| {
+                    let ms = arguments.get("ms").and_then(Value::as_u64).ok_or("argument `ms` must be a non-negative integer")?;
+                    std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+                    Ok(json!(ms))
+                },
+            )
+            .register("my-tool", "A callback whose name is not a Python identifier.", json!({"type": "object"}), |_| {
+                Ok(json!("tool ran"))
+            });
         callbacks
     }
 }
@@ -128,6 +166,12 @@ mod tests {
         assert_eq!(callbacks.invoke("add", r#"{"a": 0.5, "b": 1}"#), Ok("1.5".into()));
         assert_eq!(callbacks.invoke("echo", r#"{"x": [1, "y"]}"#), Ok(r#"{"x":[1,"y"]}"#.into()));
         assert_eq!(callbacks.invoke("http.get", r#"{"url": "u"}"#), Ok(r#"{"status":200,"url":"u"}"#.into()));
+        // Integers of any size come back exactly; a sum JSON cannot carry is an error.
+        let huge = r#"{"n":1180591620717411303425}"#;
+        assert_eq!(callbacks.invoke("echo", huge), Ok(huge.into()));
+        let error = callbacks.invoke("add", r#"{"a": 1e308, "b": 1e308}"#).unwrap_err();
+        assert!(error.contains("not a finite number"), "{error}");
+        assert_eq!(callbacks.invoke("add", r#"{"a": 9007199254740993, "b": 0}"#), Ok("9007199254740993".into()));
         assert_eq!(callbacks.invoke("fail", "{}"), Err("boom".into()));
         let time: Value = serde_json::from_str(&callbacks.invoke("get_time", "{}").unwrap()).unwrap();
         assert!(time["timestamp"].as_f64().unwrap() > 1.7e9);
@@ -140,5 +184,31 @@ mod tests {
         assert!(error.contains("unknown callback `nope`") && error.contains("add"), "{error}");
         assert!(callbacks.invoke("add", "{").unwrap_err().contains("not JSON"));
         assert!(callbacks.invoke("add", r#"{"a": "1", "b": 2}"#).unwrap_err().contains("`a`"));
+    }
+}
+
+/// Calls `name` on its own thread and waits at most `timeout` for the answer: a callback
+/// that hangs gives the guest an error (and leaves its thread behind) instead of holding the
+/// sandbox forever.
+pub(crate) fn invoke_with_timeout(
+    callbacks: &Arc<Callbacks>,
+    name: &str,
+    arguments_json: String,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let (callbacks, owned_name) = (callbacks.clone(), name.to_owned());
+    std::thread::Builder::new()
+        .name(format!("callback {name}"))
+        .spawn(move || {
+            let _ = sender.send(callbacks.invoke(&owned_name, &arguments_json));
+        })
+        .map_err(|error| format!("callback `{name}` could not start: {error}"))?;
+    match receiver.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis()))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(format!("callback `{name}` panicked")),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -53,7 +53,7 @@ pub struct Finished {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: crate::MemoryLimiter,
 }
 
 impl WasiView for State {
@@ -126,7 +126,7 @@ impl CommandRuntime {
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(invocation.memory_bytes).trap_on_grow_failure(true).build(),
+            limits: crate::MemoryLimiter::new(invocation.memory_bytes),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -143,7 +143,7 @@ impl CommandRuntime {
                     Some(wasmtime::Trap::Interrupt) => {
                         bail!("the program ran longer than the timeout of {} ms", invocation.timeout.as_millis())
                     }
-                    _ if crate::hit_memory_limit(&format!("{error:?}")) => {
+                    _ if store.data().limits.refused => {
                         bail!("the program hit the memory limit of {} MiB", invocation.memory_bytes >> 20)
                     }
                     _ => return Err(anyhow::Error::from(error).context("the program trapped")),

@@ -61,6 +61,19 @@ pub struct Expectations {
     #[serde(default)]
     pub error_contains: Vec<String>,
     pub timeout_ms: Option<u64>,
+    /// For `snapshot` and `restore` steps: the names the action left out (snapshot) or could
+    /// not restore (restore); absent means none.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    /// Whether the output was cut at the output limit (absent: it was not).
+    #[serde(default)]
+    pub truncated: bool,
+    /// The trace of the code as `[line, type]` pairs; the step runs with tracing on.
+    pub trace: Option<Vec<(u32, String)>>,
+    /// Limits for the step (the host's defaults otherwise).
+    pub max_output_bytes: Option<u64>,
+    pub max_callbacks: Option<u32>,
+    pub callback_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -93,7 +106,20 @@ pub struct Case {
     pub file: PathBuf,
 }
 
-const EXPECTATION_KEYS: &[&str] = &["stdout", "stdout_contains", "stdout_length", "stderr_contains", "error_contains", "timeout_ms"];
+const EXPECTATION_KEYS: &[&str] = &[
+    "stdout",
+    "stdout_contains",
+    "stdout_length",
+    "stderr_contains",
+    "error_contains",
+    "timeout_ms",
+    "skipped",
+    "truncated",
+    "trace",
+    "max_output_bytes",
+    "max_callbacks",
+    "callback_timeout_ms",
+];
 const CASE_KEYS: &[&str] = &["name", "code", "steps", "skip"];
 const STEP_KEYS: &[&str] = &["code", "action"];
 
@@ -137,6 +163,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Case>> {
             bail!("{here}: the name is used twice in this file");
         }
         match (&case.code, &case.steps) {
+            (Some(_), None) if !case.expect.skipped.is_empty() => {
+                bail!("{here}: `skipped` belongs on a `snapshot` or `restore` step");
+            }
             (Some(_), None) => {}
             (None, Some(steps)) => {
                 if case.expect.stdout.is_some()
@@ -148,10 +177,25 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Case>> {
                 }
                 for (index, step) in steps.iter().enumerate() {
                     match (&step.code, &step.action) {
+                        (Some(_), None) if !step.expect.skipped.is_empty() => {
+                            bail!("{here}: step {}: `skipped` belongs on a `snapshot` or `restore` step", index + 1);
+                        }
                         (Some(_), None) => {}
+                        (None, Some(Action::Clear)) if !step.expect.skipped.is_empty() => {
+                            bail!("{here}: step {}: `clear` leaves nothing out; `skipped` belongs on `snapshot` or `restore`", index + 1);
+                        }
                         (None, Some(_)) => {
                             let expect = &step.expect;
-                            if expect.stdout.is_some() || !expect.stdout_contains.is_empty() || !expect.stderr_contains.is_empty() {
+                            let about_code = expect.stdout.is_some()
+                                || !expect.stdout_contains.is_empty()
+                                || !expect.stderr_contains.is_empty()
+                                || expect.stdout_length.is_some()
+                                || expect.truncated
+                                || expect.trace.is_some()
+                                || expect.max_output_bytes.is_some()
+                                || expect.max_callbacks.is_some()
+                                || expect.callback_timeout_ms.is_some();
+                            if about_code {
                                 bail!("{here}: step {}: an action has no output to expect", index + 1);
                             }
                         }
@@ -261,6 +305,13 @@ fn check(expect: &Expectations, result: Result<crate::Output, crate::ExecError>)
             output
         }
     };
+    if output.truncated != expect.truncated {
+        return Err(format!(
+            "the output was {}truncated, expected it {}to be",
+            if output.truncated { "" } else { "not " },
+            if expect.truncated { "" } else { "not " }
+        ));
+    }
     if let Some(stdout) = &expect.stdout {
         if *stdout != output.stdout {
             return Err(first_difference(stdout, &output.stdout));
@@ -319,19 +370,60 @@ pub fn run_case(runtime: &Runtime, case: &Case) -> Outcome {
 
 fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) -> Result<(), String> {
     if let Some(code) = &step.code {
-        return check(&step.expect, sandbox.execute(code));
+        let expect = &step.expect;
+        let defaults = crate::Limits::default();
+        let limits = sandbox.limits_mut();
+        limits.max_output_bytes = expect.max_output_bytes.unwrap_or(defaults.max_output_bytes);
+        limits.max_callbacks = expect.max_callbacks.unwrap_or(defaults.max_callbacks);
+        limits.callback_timeout = expect.callback_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.callback_timeout);
+        sandbox.set_trace(expect.trace.is_some());
+        check(expect, sandbox.execute(code))?;
+        if expect.trace.is_none() && !sandbox.traces().is_empty() {
+            return Err(format!("tracing was off, yet the execute reported {} trace events", sandbox.traces().len()));
+        }
+        if let Some(expected) = &expect.trace {
+            let actual: Vec<(u32, String)> = sandbox
+                .traces()
+                .iter()
+                .map(|event| {
+                    let kind = serde_json::from_str::<serde_json::Value>(&event.event_json)
+                        .ok()
+                        .and_then(|value| value["type"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| format!("<not JSON: {}>", event.event_json));
+                    (event.lineno, kind)
+                })
+                .collect();
+            if actual != *expected {
+                return Err(format!("the trace was {actual:?}, expected {expected:?}"));
+            }
+        }
+        return Ok(());
     }
     let result = match step.action.expect("validated: code or action") {
-        Action::Snapshot => sandbox.snapshot().map(|bytes| *snapshot = Some(bytes)),
-        Action::Clear => sandbox.clear(),
+        Action::Snapshot => sandbox.snapshot().map(|taken| {
+            *snapshot = Some(taken.data);
+            taken.skipped
+        }),
+        Action::Clear => sandbox.clear().map(|()| Vec::new()),
         Action::Restore => match snapshot {
             Some(bytes) => sandbox.restore(bytes),
             None => return Err("`restore` before any `snapshot`".into()),
         },
     };
     match result {
-        Ok(()) if step.expect.error_contains.is_empty() => Ok(()),
-        Ok(()) => Err(format!("expected the action to fail with {:?}", step.expect.error_contains)),
+        Ok(_) if !step.expect.error_contains.is_empty() => {
+            Err(format!("expected the action to fail with {:?}", step.expect.error_contains))
+        }
+        Ok(mut skipped) => {
+            skipped.sort();
+            let mut expected = step.expect.skipped.clone();
+            expected.sort();
+            if skipped == expected {
+                Ok(())
+            } else {
+                Err(format!("{:?} left out {skipped:?}, expected {expected:?}", step.action.unwrap()))
+            }
+        }
         Err(error) => check(&step.expect, Err(error)).map_err(|message| format!("{:?}: {message}", step.action.unwrap())),
     }
 }
@@ -531,12 +623,14 @@ steps = [
         assert!(parse(twice).unwrap_err().to_string().contains("used twice"));
         let bad_action = "[[case]]\nname = \"a\"\nsteps = [{ action = \"explode\" }]\n";
         assert!(format!("{:#}", parse(bad_action).unwrap_err()).contains("explode"));
+        let skipped_on_code = "[[case]]\nname = \"a\"\ncode = \"1\"\nskipped = [\"x\"]\n";
+        assert!(parse(skipped_on_code).unwrap_err().to_string().contains("`skipped` belongs on a `snapshot` or `restore` step"));
     }
 
     #[test]
     fn expectations_report_the_first_difference() {
         let expect = Expectations { stdout: Some("hello\n".into()), ..Expectations::default() };
-        let output = crate::Output { stdout: "help\n".into(), stderr: String::new() };
+        let output = crate::Output { stdout: "help\n".into(), ..crate::Output::default() };
         let message = check(&expect, Ok(output)).unwrap_err();
         assert!(message.contains("character 3"), "{message}");
 
@@ -551,7 +645,7 @@ steps = [
         };
         let failed = |stdout: &str| crate::ExecError::Python {
             traceback: "ValueError: late".into(),
-            output: crate::Output { stdout: stdout.into(), stderr: String::new() },
+            output: crate::Output { stdout: stdout.into(), ..crate::Output::default() },
         };
         assert!(check(&expect, Err(failed("partial\n"))).is_ok());
         assert!(check(&expect, Err(failed(""))).unwrap_err().contains("stdout differs"));
@@ -569,7 +663,7 @@ steps = [
         }
         assert_eq!(with_skip(Outcome::Pass, None), Outcome::Pass);
         let expect = Expectations { stdout_length: Some(3), ..Expectations::default() };
-        let output = |text: &str| Ok(crate::Output { stdout: text.into(), stderr: String::new() });
+        let output = |text: &str| Ok(crate::Output { stdout: text.into(), ..crate::Output::default() });
         assert!(check(&expect, output("abc")).is_ok());
         assert!(check(&expect, output("abcd")).unwrap_err().contains("4 characters, expected 3"));
     }

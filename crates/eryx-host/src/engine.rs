@@ -4,7 +4,7 @@
 
 use std::hash::Hasher;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine};
 
@@ -72,9 +72,14 @@ pub fn compatibility_hash(engine: &Engine) -> String {
 /// Precompiles the sandbox component at `component` with [`precompile_engine`] into `out`,
 /// and writes `out.json`: the target, CPU baseline and compatibility hash it was made for.
 pub fn precompile(component: &std::path::Path, out: &std::path::Path) -> Result<()> {
-    use anyhow::Context;
     let bytes = std::fs::read(component).with_context(|| format!("read {}", component.display()))?;
     eryx_interface::check_component(&bytes, &component.display().to_string())?;
+    precompile_unchecked(component, out)
+}
+
+/// [`precompile`] without the world check (tests make artifacts of other worlds).
+fn precompile_unchecked(component: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(component).with_context(|| format!("read {}", component.display()))?;
     let engine = precompile_engine()?;
     let started = std::time::Instant::now();
     let compiled = engine.precompile_component(&bytes).map_err(anyhow::Error::from).with_context(|| format!("precompile {}", component.display()))?;
@@ -146,4 +151,28 @@ mod tests {
             other => panic!("an engine mismatch must be reported, got {:?}", other.map(|_| "loaded")),
         }
     }
+
+    #[test]
+    fn a_precompiled_component_of_another_world_is_refused_naming_the_world() {
+        let directory = tempfile::tempdir().unwrap();
+        let component = directory.path().join("runtime-old.wasm");
+        let wit = eryx_interface::test_components::without_line("export clear-state:");
+        std::fs::write(&component, eryx_interface::test_components::component_for(&wit)).unwrap();
+        let artifact = directory.path().join("runtime-old.cwasm");
+        precompile_unchecked(&component, &artifact).unwrap();
+        let mut variant = crate::VariantEntry::for_component(&component);
+        variant.precompiled = Some(Precompiled {
+            sha256: crate::hex(&Sha256::digest(std::fs::read(&artifact).unwrap())),
+            path: artifact,
+            wasmtime: String::new(),
+            compatibility_hash: String::new(),
+        });
+        let error = crate::Runtime::new(variant, crate::Limits::default(), &directory.path().join("compiled"))
+            .err()
+            .expect("a component without clear-state cannot serve sandboxes");
+        let error = format!("{error:#}");
+        assert!(error.contains("runtime-old.wasm does not implement this host's eryx:sandbox/sandbox"), "{error}");
+        assert!(error.contains("clear-state"), "{error}");
+    }
 }
+

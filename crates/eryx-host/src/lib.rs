@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod engine;
 pub mod manifest;
 pub mod preinit;
+mod tail;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,9 +23,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use callbacks::{Callback, Callbacks, TraceEvent};
 pub use manifest::{Manifest, VariantEntry};
@@ -79,11 +79,25 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Fuel per `execute` (instructions, roughly), when set.
     pub fuel: Option<u64>,
+    /// The most UTF-8 bytes of stdout, and of stderr, one `execute` keeps (enforced in the
+    /// guest: the rest is cut with a marker and the output says it was truncated).
+    pub max_output_bytes: u64,
+    /// The most callback invocations one `execute` may make.
+    pub max_callbacks: u32,
+    /// How long one callback may take before the guest gets an error instead.
+    pub callback_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(30), memory_bytes: 256 << 20, fuel: None }
+        Limits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 256 << 20,
+            fuel: None,
+            max_output_bytes: 1 << 20,
+            max_callbacks: 1000,
+            callback_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -92,6 +106,17 @@ impl Default for Limits {
 pub struct Output {
     pub stdout: String,
     pub stderr: String,
+    /// Whether stdout or stderr was cut at [`Limits::max_output_bytes`].
+    pub truncated: bool,
+}
+
+/// The user state of a sandbox, as `snapshot-state` serialised it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSnapshot {
+    pub data: Vec<u8>,
+    /// The globals left out: values that cannot be serialised, or that refer to code
+    /// defined in the sandbox.
+    pub skipped: Vec<String>,
 }
 
 /// Why an `execute` failed.
@@ -111,16 +136,18 @@ pub enum ExecError {
 
 impl std::fmt::Display for ExecError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every failure but Python's own ends the instance: say so.
+        const RECREATE: &str = "the sandbox must be recreated";
         match self {
             ExecError::Python { traceback, .. } => write!(formatter, "{traceback}"),
             ExecError::Timeout(limit) => {
-                write!(formatter, "execution timed out: the timeout limit of {} ms was hit", limit.as_millis())
+                write!(formatter, "execution timed out: the timeout limit of {} ms was hit; {RECREATE}", limit.as_millis())
             }
             ExecError::MemoryLimit(limit) => {
-                write!(formatter, "the memory limit of {} MiB was hit", limit >> 20)
+                write!(formatter, "the memory limit of {} MiB was hit; {RECREATE}", limit >> 20)
             }
-            ExecError::FuelExhausted(fuel) => write!(formatter, "the fuel limit of {fuel} was hit"),
-            ExecError::Trap(text) => write!(formatter, "the sandbox trapped: {text}"),
+            ExecError::FuelExhausted(fuel) => write!(formatter, "the fuel limit of {fuel} was hit; {RECREATE}"),
+            ExecError::Trap(text) => write!(formatter, "the sandbox trapped ({RECREATE}): {text}"),
         }
     }
 }
@@ -146,8 +173,44 @@ struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     callbacks: Arc<Callbacks>,
-    traces: Vec<TraceEvent>,
-    limits: StoreLimits,
+    traces: TraceBuffer,
+    limits: MemoryLimiter,
+    /// This execute's callback accounting and whether it traces.
+    calls: CallAccounting,
+}
+
+/// The callback limits of the running `execute`.
+#[derive(Default)]
+pub(crate) struct CallAccounting {
+    made: u32,
+    max: u32,
+    timeout: Duration,
+    tracing: bool,
+}
+
+/// The trace events a sandbox keeps for the host: bounded in count and bytes whatever the
+/// guest reports (guest code can call the import directly); what does not fit is counted.
+#[derive(Default)]
+pub(crate) struct TraceBuffer {
+    events: Vec<TraceEvent>,
+    bytes: usize,
+    dropped: u64,
+}
+
+/// At most this many trace events per sandbox, holding at most [`MAX_TRACE_BYTES`].
+pub const MAX_TRACE_EVENTS: usize = 10_000;
+pub const MAX_TRACE_BYTES: usize = 1 << 20;
+
+impl TraceBuffer {
+    fn push(&mut self, event: TraceEvent) {
+        let size = event.event_json.len() + event.context_json.len();
+        if self.events.len() >= MAX_TRACE_EVENTS || self.bytes + size > MAX_TRACE_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.events.push(event);
+    }
 }
 
 impl WasiView for State {
@@ -158,7 +221,28 @@ impl WasiView for State {
 
 impl bindings::SandboxImports for State {
     fn invoke(&mut self, name: String, arguments_json: String) -> Result<String, String> {
-        self.callbacks.invoke(&name, &arguments_json)
+        let calls = &mut self.calls;
+        if calls.made >= calls.max {
+            return Err(format!("the callback limit of {} invocations per execute was reached", calls.max));
+        }
+        calls.made += 1;
+        let tracing = calls.tracing;
+        if tracing {
+            let event = serde_json::json!({"type": "callback_start", "name": name});
+            self.traces.push(TraceEvent { lineno: 0, event_json: event.to_string(), context_json: "{}".into() });
+        }
+        let started = std::time::Instant::now();
+        let result = callbacks::invoke_with_timeout(&self.callbacks, &name, arguments_json, self.calls.timeout);
+        if tracing {
+            let event = serde_json::json!({
+                "type": "callback_end",
+                "name": name,
+                "ok": result.is_ok(),
+                "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+            });
+            self.traces.push(TraceEvent { lineno: 0, event_json: event.to_string(), context_json: "{}".into() });
+        }
+        result
     }
 
     fn list_callbacks(&mut self) -> Vec<bindings::CallbackInfo> {
@@ -190,10 +274,32 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) {
     });
 }
 
-/// Whether a wasmtime error (its `{:?}` text) is the store refusing memory growth past the
-/// limit. wasmtime reports it only as text.
-pub(crate) fn hit_memory_limit(error_text: &str) -> bool {
-    error_text.contains("forcing trap when growing memory") || error_text.contains("memory minimum size")
+/// The memory limit of one store. A growth past it is refused (`memory.grow` answers -1, so
+/// the guest's allocator fails and Python raises `MemoryError`) and remembered: when the
+/// guest then traps anyway (an allocation it cannot survive), the trap is the memory limit.
+pub(crate) struct MemoryLimiter {
+    max_bytes: usize,
+    pub(crate) refused: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(max_bytes: usize) -> MemoryLimiter {
+        MemoryLimiter { max_bytes, refused: false }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|maximum| desired <= maximum))
+    }
 }
 
 /// What every instance of a variant sees: its stdlib (read-only) when it mounts one, and the
@@ -317,11 +423,20 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        // A precompiled artifact skips the world check of the compile path; linking checks
+        // every function's type, so say what a failure here means.
         let pre = linker
             .instantiate_pre(&component)
+            .and_then(bindings::SandboxPre::new)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("link {}", component_path.display()))?;
-        let pre = bindings::SandboxPre::new(pre)?;
+            .with_context(|| {
+                format!(
+                    "{} does not implement this host's {} (built for another version of wit/runtime.wit?); \
+                     rebuild it with `cargo xtask build-runtime`",
+                    component_path.display(),
+                    eryx_interface::world_name()
+                )
+            })?;
         start_epoch_ticker(&engine);
         Ok(Runtime { engine, pre, variant, limits, loaded })
     }
@@ -332,20 +447,21 @@ impl Runtime {
         grant_variant(&mut wasi, &self.variant)?;
         // The guest's own stderr (not the user's, which `execute` captures) carries the
         // reason of a guest panic; it is kept to explain traps.
-        let guest_stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
+        let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
         wasi.stderr(guest_stderr.clone());
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             callbacks,
-            traces: Vec::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
+            traces: TraceBuffer::default(),
+            calls: CallAccounting::default(),
+            limits: MemoryLimiter::new(self.limits.memory_bytes),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiate the component")?;
-        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr })
+        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr, trace: false })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -398,7 +514,8 @@ pub struct Sandbox {
     limits: Limits,
     /// Set after a trap: the instance must not be entered again.
     poisoned: Option<ExecError>,
-    guest_stderr: MemoryOutputPipe,
+    guest_stderr: tail::TailPipe,
+    trace: bool,
 }
 
 impl Sandbox {
@@ -407,10 +524,18 @@ impl Sandbox {
         self.limits.timeout = timeout;
     }
 
+    /// The limits of the following calls; the memory limit and fuel's presence are fixed
+    /// when the runtime is created.
+    pub fn limits_mut(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+
     fn arm(&mut self) -> Result<(), ExecError> {
         if let Some(error) = &self.poisoned {
             return Err(ExecError::Trap(format!("the sandbox is unusable after an earlier failure ({error})")));
         }
+        // The guest's stderr explains a trap of this call only.
+        self.guest_stderr.clear();
         let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         self.store.set_epoch_deadline(ticks);
         if let Some(fuel) = self.limits.fuel {
@@ -424,7 +549,7 @@ impl Sandbox {
         let classified = match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => ExecError::Timeout(self.limits.timeout),
             Some(wasmtime::Trap::OutOfFuel) => ExecError::FuelExhausted(self.limits.fuel.unwrap_or(0)),
-            _ if hit_memory_limit(&text) => ExecError::MemoryLimit(self.limits.memory_bytes),
+            _ if self.store.data().limits.refused => ExecError::MemoryLimit(self.limits.memory_bytes),
             _ => {
                 let said = String::from_utf8_lossy(&self.guest_stderr.contents()).trim().to_owned();
                 if said.is_empty() {
@@ -438,30 +563,50 @@ impl Sandbox {
         classified
     }
 
-    /// Runs `code` in the sandbox's namespace.
+    /// Reports trace events of the following executes (off by default: tracing costs).
+    pub fn set_trace(&mut self, trace: bool) {
+        self.trace = trace;
+    }
+
+    /// Runs `code` in the sandbox's namespace. The trace events it caused, when tracing is
+    /// on, are [`Sandbox::traces`] afterwards.
     pub fn execute(&mut self, code: &str) -> Result<Output, ExecError> {
         self.arm()?;
-        match self.instance.call_execute(&mut self.store, code) {
-            Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr }),
+        let state = self.store.data_mut();
+        state.traces = TraceBuffer::default();
+        state.calls = CallAccounting {
+            made: 0,
+            max: self.limits.max_callbacks,
+            timeout: self.limits.callback_timeout,
+            tracing: self.trace,
+        };
+        let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
+        match self.instance.call_execute(&mut self.store, code, options) {
+            Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr, truncated: output.truncated }),
             Ok(Err(error)) => Err(ExecError::Python {
                 traceback: error.traceback,
-                output: Output { stdout: error.stdout, stderr: error.stderr },
+                output: Output { stdout: error.stdout, stderr: error.stderr, truncated: error.truncated },
             }),
             Err(error) => Err(self.classify(error)),
         }
     }
 
-    /// Serialises the picklable user globals.
-    pub fn snapshot(&mut self) -> Result<Vec<u8>, ExecError> {
+    /// Serialises the user globals that can be carried to another sandbox; the snapshot
+    /// names the ones it left out.
+    pub fn snapshot(&mut self) -> Result<StateSnapshot, ExecError> {
         self.arm()?;
         match self.instance.call_snapshot_state(&mut self.store) {
-            Ok(result) => result.map_err(ExecError::python),
+            Ok(result) => result
+                .map(|snapshot| StateSnapshot { data: snapshot.data, skipped: snapshot.skipped })
+                .map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
         }
     }
 
-    /// Merges a snapshot's globals back.
-    pub fn restore(&mut self, data: &[u8]) -> Result<(), ExecError> {
+    /// Merges a snapshot's globals back, name by name; answers the names that could not be
+    /// restored. Snapshots are trusted input: restoring one runs code it carries (inside the
+    /// sandbox).
+    pub fn restore(&mut self, data: &[u8]) -> Result<Vec<String>, ExecError> {
         self.arm()?;
         match self.instance.call_restore_state(&mut self.store, data) {
             Ok(result) => result.map_err(ExecError::python),
@@ -469,14 +614,22 @@ impl Sandbox {
         }
     }
 
-    /// Removes every user global.
+    /// Removes every user global and brings back the builtins and the callbacks.
     pub fn clear(&mut self) -> Result<(), ExecError> {
         self.arm()?;
-        self.instance.call_clear_state(&mut self.store).map_err(|error| self.classify(error))
+        match self.instance.call_clear_state(&mut self.store) {
+            Ok(result) => result.map_err(ExecError::python),
+            Err(error) => Err(self.classify(error)),
+        }
     }
 
-    /// The trace events reported so far, in order.
+    /// The trace events of the last `execute`, in order.
     pub fn traces(&self) -> &[TraceEvent] {
-        &self.store.data().traces
+        &self.store.data().traces.events
+    }
+
+    /// How many trace events were dropped because the buffer was full.
+    pub fn dropped_traces(&self) -> u64 {
+        self.store.data().traces.dropped
     }
 }

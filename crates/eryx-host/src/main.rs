@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use eryx_host::command::{CommandRuntime, Invocation, Streams};
 use eryx_host::{cli_cases, conformance, Callbacks, Limits, Manifest, Runtime};
+use eryx_interface::flags::SandboxFlags;
 
 #[derive(Parser)]
 #[command(name = "eryx-host", about = "Run eryx sandbox guests with wasmtime")]
@@ -33,6 +34,8 @@ enum Command {
         code: Vec<String>,
         /// A Python file to run as one `execute`; `-` reads the code from stdin
         file: Option<PathBuf>,
+        #[command(flatten)]
+        flags: SandboxFlags,
     },
     /// Run conformance case files against variants
     Conformance(conformance::Args),
@@ -107,9 +110,76 @@ fn main() -> ExitCode {
     }
 }
 
+/// The limits `flags` ask for, over the defaults.
+fn limits_of(flags: &SandboxFlags) -> Limits {
+    let defaults = Limits::default();
+    Limits {
+        timeout: flags.timeout_ms.map(Duration::from_millis).unwrap_or(defaults.timeout),
+        memory_bytes: flags.memory_mib.map(|mib| mib << 20).unwrap_or(defaults.memory_bytes),
+        fuel: flags.fuel,
+        max_output_bytes: flags.max_output_bytes.unwrap_or(defaults.max_output_bytes),
+        max_callbacks: flags.max_callbacks.unwrap_or(defaults.max_callbacks),
+        callback_timeout: flags.callback_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.callback_timeout),
+    }
+}
+
+/// `run`: each piece of code is one execute on one sandbox. The sandbox's stdout goes to
+/// stdout and nothing else does; with `--json`, one JSON object per execute instead.
+fn run_code(manifest: &std::path::Path, variant: &str, code: &[String], flags: &SandboxFlags) -> Result<ExitCode> {
+    let manifest = Manifest::load(manifest)?;
+    let entry = manifest.variant(variant)?.clone();
+    let runtime = Runtime::new(entry, limits_of(flags), &manifest.compile_cache_dir())?;
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard()))?;
+    sandbox.set_trace(flags.trace);
+    for code in code {
+        let result = sandbox.execute(code);
+        let trace: Vec<serde_json::Value> = sandbox
+            .traces()
+            .iter()
+            .map(|event| {
+                let mut value: serde_json::Value =
+                    serde_json::from_str(&event.event_json).unwrap_or_else(|_| serde_json::json!({"raw": event.event_json}));
+                value["line"] = serde_json::json!(event.lineno);
+                value
+            })
+            .collect();
+        let output = match &result {
+            Ok(output) => output.clone(),
+            Err(error) => error.partial_output().cloned().unwrap_or_default(),
+        };
+        if flags.json {
+            let error = result.as_ref().err().map(ToString::to_string);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "stdout": output.stdout,
+                    "stderr": output.stderr,
+                    "error": error,
+                    "truncated": output.truncated,
+                    "trace": trace,
+                })
+            );
+        } else {
+            print!("{}", output.stdout);
+            eprint!("{}", output.stderr);
+            for event in &trace {
+                eprintln!("trace: {event}");
+            }
+            // What the code printed before it failed, then why it failed.
+            if let Err(error) = &result {
+                eprintln!("{error}");
+            }
+        }
+        if result.is_err() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run() -> Result<ExitCode> {
     match Cli::parse().command {
-        Command::Run { manifest, variant, code, file } => {
+        Command::Run { manifest, variant, code, file, flags } => {
             let code = match file {
                 Some(path) if path.as_os_str() == "-" => {
                     let mut text = String::new();
@@ -119,28 +189,7 @@ fn run() -> Result<ExitCode> {
                 Some(path) => vec![std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?],
                 None => code,
             };
-            let manifest = Manifest::load(&manifest)?;
-            let entry = manifest.variant(&variant)?.clone();
-            let runtime = Runtime::new(entry, Limits::default(), &manifest.compile_cache_dir())?;
-            let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard()))?;
-            for code in code {
-                match sandbox.execute(&code) {
-                    Ok(output) => {
-                        print!("{}", output.stdout);
-                        eprint!("{}", output.stderr);
-                    }
-                    Err(error) => {
-                        // What the code printed before it failed, then why it failed.
-                        if let Some(output) = error.partial_output() {
-                            print!("{}", output.stdout);
-                            eprint!("{}", output.stderr);
-                        }
-                        eprintln!("{error}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            run_code(&manifest, &variant, &code, &flags)
         }
         Command::Preinit(args) => {
             let mut variant = eryx_host::VariantEntry::for_component(&args.component);

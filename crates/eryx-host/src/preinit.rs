@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentType, HasSelf, Instance, Lift, Linker, ResourceTable, WasmList};
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
@@ -93,8 +93,9 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
         wasi: wasi.build(),
         table: ResourceTable::new(),
         callbacks: std::sync::Arc::new(Callbacks::new()),
-        traces: Vec::new(),
-        limits: StoreLimitsBuilder::new().memory_size(PREINIT_MEMORY_BYTES).build(),
+        traces: crate::TraceBuffer::default(),
+        calls: crate::CallAccounting::default(),
+        limits: crate::MemoryLimiter::new(PREINIT_MEMORY_BYTES),
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|state| &mut state.limits);
@@ -109,7 +110,8 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
         let said = String::from_utf8_lossy(&guest_stderr.contents()).trim().to_owned();
         anyhow::anyhow!("the pre-initialisation trapped: {said}\n{error:?}")
     };
-    match sandbox.call_execute(&mut store, &code).map_err(explain)? {
+    let options = bindings::ExecuteOptions { max_output_bytes: 1 << 20, trace: false };
+    match sandbox.call_execute(&mut store, &code, options).map_err(explain)? {
         Ok(_) => {}
         Err(error) => bail!("the pre-initialisation failed:\n{}", error.traceback),
     }

@@ -6,6 +6,10 @@
 //! of their definitions. A mismatch names the function, its type and the expected type:
 //! the release step (`cargo xtask dist`) refuses to ship such a component and the host
 //! refuses to load it, instead of failing later with a linker error.
+//!
+//! [`flags`] holds the sandbox flags the xtask and the host share.
+
+pub mod flags;
 
 use std::fmt::Write;
 
@@ -251,21 +255,21 @@ mod tests {
         let bytes = component_for(&without_line("export clear-state:"));
         let error = format!("{:#}", check_component(&bytes, "runtime-test.wasm").unwrap_err());
         assert!(error.contains("component runtime-test.wasm does not implement eryx:sandbox/sandbox"), "{error}");
-        assert!(error.contains("export `clear-state` is missing (expected func())"), "{error}");
+        assert!(error.contains("export `clear-state` is missing (expected func() -> result<_, string>)"), "{error}");
     }
 
     #[test]
     fn an_export_of_another_type_is_named_with_both_types() {
         let wit = WORLD_WIT.replace(
-            "export restore-state: func(data: list<u8>) -> result<_, string>;",
-            "export restore-state: func(data: list<u8>) -> result<_, u32>;",
+            "export restore-state: func(data: list<u8>) -> result<list<string>, string>;",
+            "export restore-state: func(data: list<u8>) -> result<list<string>, u32>;",
         );
         assert_ne!(wit, WORLD_WIT);
         let error = format!("{:#}", check_component(&component_for(&wit), "runtime-test.wasm").unwrap_err());
         assert!(
             error.contains(
-                "export `restore-state` has type func(data: list<u8>) -> result<_, u32> \
-                 (expected func(data: list<u8>) -> result<_, string>)"
+                "export `restore-state` has type func(data: list<u8>) -> result<list<string>, u32> \
+                 (expected func(data: list<u8>) -> result<list<string>, string>)"
             ),
             "{error}"
         );

@@ -3,14 +3,14 @@
 //! RustPython is embedded as a library, its standard library frozen into the binary. The
 //! wit-dylib ABI layer (`eryx-guest-abi`) calls [`RustPython`] for each export; like the
 //! CPython backend, it runs the shared Python half (`eryx_guest_abi::python_runtime`) in a
-//! module of its own, gives that module the three host functions, and only converts values
+//! module of its own, gives that module the four host functions, and only converts values
 //! on the way in and out.
 
 // `ExitCode::exit_process`, to end the command with the interpreter's exit status. The guests
 // build with a toolchain that allows it (a nightly, or Debian's rustc with RUSTC_BOOTSTRAP=1).
 #![feature(exitcode_exit_method)]
 
-use eryx_guest_abi::{python_runtime, Backend, ExecuteError, ExecuteOutput};
+use eryx_guest_abi::{python_runtime, Backend, ExecuteError, ExecuteOptions, ExecuteOutput, StateSnapshot};
 use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
 use rustpython::vm::scope::Scope;
 use rustpython::vm::{PyObjectRef, PyResult, Settings, VirtualMachine};
@@ -63,45 +63,54 @@ impl RustPython {
 }
 
 impl Backend for RustPython {
-    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError> {
+    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError> {
         let code = code.to_owned();
+        let (limit, trace) = (options.max_output_bytes, options.trace);
         // The outer `?` turns a failure of the runtime itself into an error without output.
         self.call(
             "execute",
-            |vm| vec![vm.ctx.new_str(code).into()],
+            |vm| vec![vm.ctx.new_str(code).into(), vm.ctx.new_int(limit).into(), vm.ctx.new_bool(trace).into()],
             |vm, result| {
-                let [stdout, stderr, error] = items(&result)?;
+                let [stdout, stderr, truncated, error] = items(&result)?;
                 let (stdout, stderr) = (text(&stdout)?, text(&stderr)?);
+                let truncated = truncated.is_true(vm).map_err(|error| describe(vm, error))?;
                 Ok(if vm.is_none(&error) {
-                    Ok(ExecuteOutput { stdout, stderr })
+                    Ok(ExecuteOutput { stdout, stderr, truncated })
                 } else {
-                    Err(ExecuteError { stdout, stderr, traceback: text(&error)? })
+                    Err(ExecuteError { stdout, stderr, truncated, traceback: text(&error)? })
                 })
             },
         )?
     }
 
-    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+    fn snapshot_state(&mut self) -> Result<StateSnapshot, String> {
         self.call(
             "snapshot",
             |_| Vec::new(),
             |vm, result| {
-                let [data, error] = items(&result)?;
+                let [data, skipped, error] = items(&result)?;
                 if !vm.is_none(&error) {
                     return Err(text(&error)?);
                 }
                 let bytes = data.downcast_ref::<PyBytes>().ok_or("snapshot did not return bytes")?;
-                Ok(bytes.as_bytes().to_vec())
+                Ok(StateSnapshot { data: bytes.as_bytes().to_vec(), skipped: strings(&skipped)? })
             },
         )
     }
 
-    fn restore_state(&mut self, data: &[u8]) -> Result<(), String> {
+    fn restore_state(&mut self, data: &[u8]) -> Result<Vec<String>, String> {
         let data = data.to_vec();
         self.call(
             "restore",
             |vm| vec![vm.ctx.new_bytes(data).into()],
-            |vm, error| if vm.is_none(&error) { Ok(()) } else { Err(text(&error)?) },
+            |vm, result| {
+                let [not_restored, error] = items(&result)?;
+                if vm.is_none(&error) {
+                    strings(&not_restored)
+                } else {
+                    Err(text(&error)?)
+                }
+            },
         )
     }
 
@@ -115,12 +124,8 @@ impl Backend for RustPython {
         }
     }
 
-    fn clear_state(&mut self) {
-        // As in the CPython backend: a failure of `clear` is a runtime bug, and losing the
-        // sandbox to a trap is better than silently keeping stale state.
-        if let Err(error) = self.call("clear", |_| Vec::new(), |_, _| Ok(())) {
-            panic!("clear-state failed: {error}");
-        }
+    fn clear_state(&mut self) -> Result<(), String> {
+        self.call("clear", |_| Vec::new(), |vm, error| if vm.is_none(&error) { Ok(()) } else { Err(text(&error)?) })
     }
 }
 
@@ -184,6 +189,12 @@ fn items<const N: usize>(object: &PyObjectRef) -> Result<[PyObjectRef; N], Strin
     let tuple = object.downcast_ref::<PyTuple>().ok_or("the runtime helper did not return a tuple")?;
     <[PyObjectRef; N]>::try_from(tuple.as_slice().to_vec())
         .map_err(|items| format!("the runtime helper returned {} items, expected {N}", items.len()))
+}
+
+/// The items of a tuple of strings.
+fn strings(object: &PyObjectRef) -> Result<Vec<String>, String> {
+    let tuple = object.downcast_ref::<PyTuple>().ok_or("the runtime helper did not return a tuple of names")?;
+    tuple.as_slice().iter().map(text).collect()
 }
 
 fn text(object: &PyObjectRef) -> Result<String, String> {

@@ -2,13 +2,13 @@
 //!
 //! The wit-dylib ABI layer (`eryx-guest-abi`) calls [`CPython`] for each export. This crate
 //! starts the interpreter on first use, runs `eryx_runtime.py` (the Python half, included at
-//! compile time) in a module of its own, gives that module three host functions, and
+//! compile time) in a module of its own, gives that module four host functions, and
 //! converts between Rust and Python values. All Python objects are held through [`Owned`],
 //! which releases its reference exactly once.
 
 mod python;
 
-use eryx_guest_abi::{Backend, ExecuteError, ExecuteOutput};
+use eryx_guest_abi::{Backend, ExecuteError, ExecuteOptions, ExecuteOutput, StateSnapshot};
 use python::{HelperModule, Owned};
 
 eryx_guest_abi::export_backend!(CPython::start);
@@ -29,41 +29,44 @@ impl CPython {
 }
 
 impl Backend for CPython {
-    fn execute(&mut self, code: &str) -> Result<ExecuteOutput, ExecuteError> {
-        let result = self.helper.call("execute", &[Owned::string(code)?])?;
+    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError> {
+        let arguments = [Owned::string(code)?, Owned::unsigned(options.max_output_bytes)?, Owned::boolean(options.trace)];
+        let result = self.helper.call("execute", &arguments)?;
         let stdout = result.item(0)?.to_string()?;
         let stderr = result.item(1)?.to_string()?;
-        let error = result.item(2)?;
+        let truncated = result.item(2)?.is_true()?;
+        let error = result.item(3)?;
         if error.is_none() {
-            Ok(ExecuteOutput { stdout, stderr })
+            Ok(ExecuteOutput { stdout, stderr, truncated })
         } else {
-            Err(ExecuteError { stdout, stderr, traceback: error.to_string()? })
+            Err(ExecuteError { stdout, stderr, truncated, traceback: error.to_string()? })
         }
     }
 
-    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+    fn snapshot_state(&mut self) -> Result<StateSnapshot, String> {
         let result = self.helper.call("snapshot", &[])?;
+        let error = result.item(2)?;
+        if !error.is_none() {
+            return Err(error.to_string()?);
+        }
+        Ok(StateSnapshot { data: result.item(0)?.to_bytes()?, skipped: result.item(1)?.strings()? })
+    }
+
+    fn restore_state(&mut self, data: &[u8]) -> Result<Vec<String>, String> {
+        let result = self.helper.call("restore", &[Owned::bytes(data)?])?;
         let error = result.item(1)?;
         if !error.is_none() {
             return Err(error.to_string()?);
         }
-        result.item(0)?.to_bytes()
+        result.item(0)?.strings()
     }
 
-    fn restore_state(&mut self, data: &[u8]) -> Result<(), String> {
-        let error = self.helper.call("restore", &[Owned::bytes(data)?])?;
+    fn clear_state(&mut self) -> Result<(), String> {
+        let error = self.helper.call("clear", &[])?;
         if error.is_none() {
             Ok(())
         } else {
             Err(error.to_string()?)
-        }
-    }
-
-    fn clear_state(&mut self) {
-        // `clear` reports nothing; an unexpected Python failure here is a runtime bug,
-        // and losing the sandbox to a trap is better than silently keeping stale state.
-        if let Err(error) = self.helper.call("clear", &[]) {
-            panic!("clear-state failed: {error}");
         }
     }
 }

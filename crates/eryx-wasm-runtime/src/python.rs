@@ -81,9 +81,23 @@ impl Owned {
         Owned::from_borrowed(unsafe { ffi::Py_None() }).expect("None exists")
     }
 
-    fn boolean(value: bool) -> Owned {
+    pub fn boolean(value: bool) -> Owned {
         // SAFETY: returns a new reference to `True` or `False`.
         Owned::from_new(unsafe { ffi::PyBool_FromLong(value as _) }).expect("bools exist")
+    }
+
+    pub fn unsigned(value: u64) -> Result<Owned, String> {
+        // SAFETY: returns a new reference, or null with an exception set.
+        Owned::from_new(unsafe { ffi::PyLong_FromUnsignedLongLong(value) })
+    }
+
+    /// Python truth of the object.
+    pub fn is_true(&self) -> Result<bool, String> {
+        // SAFETY: a live object; -1 means an exception was raised.
+        match unsafe { ffi::PyObject_IsTrue(self.as_ptr()) } {
+            -1 => Err(take_error()),
+            value => Ok(value != 0),
+        }
     }
 
     pub fn is_none(&self) -> bool {
@@ -109,6 +123,16 @@ impl Owned {
             let bytes = std::slice::from_raw_parts(data as *const u8, length as usize);
             Ok(String::from_utf8_lossy(bytes).into_owned())
         }
+    }
+
+    /// The items of a tuple of strings.
+    pub fn strings(&self) -> Result<Vec<String>, String> {
+        // SAFETY: `PyTuple_Size` checks the type (-1 with an exception otherwise).
+        let length = unsafe { ffi::PyTuple_Size(self.as_ptr()) };
+        if length < 0 {
+            return Err(take_error());
+        }
+        (0..length as usize).map(|index| self.item(index)?.to_string()).collect()
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {

@@ -1,4 +1,4 @@
-//! The pre-initialised components the build made, and the host's fast path over them. These
+//! The components the build made: pre-initialisation, the host's fast path, state that travels. These
 //! need `cargo xtask build-runtime`'s output: `cargo xtask test` runs them with
 //! `ERYX_MANIFEST` set; without it they say so and pass nothing.
 
@@ -98,4 +98,52 @@ fn a_changed_precompiled_artifact_falls_back_to_compiling() {
     assert_ne!(runtime.loaded, Loaded::Precompiled);
     let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
     assert_eq!(print_of(&mut sandbox, "print(6 * 7)"), "42\n");
+}
+
+/// A snapshot restores into another sandbox; one made by another interpreter or version is
+/// refused as a whole, naming both.
+#[test]
+fn snapshots_travel_between_sandboxes_of_one_interpreter_only() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let callbacks = Arc::new(Callbacks::standard());
+        let mut first = runtime.sandbox(callbacks.clone()).unwrap();
+        print_of(&mut first, "numbers = [1, 2.5, 2**70 + 1]\ntext = 'é'");
+        let taken = first.snapshot().unwrap();
+        assert!(taken.skipped.is_empty(), "{}: {:?}", variant.name, taken.skipped);
+        let mut second = runtime.sandbox(callbacks.clone()).unwrap();
+        assert_eq!(second.restore(&taken.data).unwrap(), Vec::<String>::new());
+        assert_eq!(print_of(&mut second, "print(numbers, text)"), "[1, 2.5, 1180591620717411303425] é\n", "{}", variant.name);
+
+        let foreign_hex = print_of(
+            &mut second,
+            "import pickle\nprint(pickle.dumps({'format': 1, 'implementation': 'pypy', 'python': [3, 9], 'values': {}}).hex())",
+        );
+        let foreign: Vec<u8> = (0..foreign_hex.trim().len())
+            .step_by(2)
+            .map(|index| u8::from_str_radix(&foreign_hex.trim()[index..index + 2], 16).unwrap())
+            .collect();
+        let error = second.restore(&foreign).unwrap_err().to_string();
+        assert!(error.contains("the snapshot was made by pypy 3.9; this sandbox runs"), "{}: {error}", variant.name);
+        let error = second.restore(b"not a pickle").unwrap_err().to_string();
+        assert!(error.contains("the snapshot does not load"), "{}: {error}", variant.name);
+        assert_eq!(print_of(&mut second, "print(text)"), "é\n", "a refused snapshot changes nothing");
+    }
+}
+
+/// Guest code can call the runtime's trace import directly; the host keeps a bounded number
+/// of events and bytes, and counts the rest.
+#[test]
+fn trace_events_a_guest_floods_are_bounded() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().expect("a built variant");
+    let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    let flood = "import _eryx_runtime\nevent = 'e' * 10000\nfor _ in range(20000):\n    _eryx_runtime._host_report_trace(1, event, '')\nprint('done')";
+    assert_eq!(print_of(&mut sandbox, flood), "done\n");
+    let kept: usize = sandbox.traces().iter().map(|event| event.event_json.len() + event.context_json.len()).sum();
+    assert!(kept <= eryx_host::MAX_TRACE_BYTES, "{kept} bytes kept");
+    assert!(sandbox.traces().len() <= eryx_host::MAX_TRACE_EVENTS);
+    assert_eq!(sandbox.traces().len() as u64 + sandbox.dropped_traces(), 20000, "every event is kept or counted");
 }
