@@ -96,4 +96,29 @@ mod tests {
         assert!(error.contains("export `snapshot-state` is missing"), "{error}");
         assert!(!directory.path().join("compiled").exists(), "nothing was compiled or cached");
     }
+
+    #[test]
+    fn a_stale_or_corrupt_entry_is_compiled_again_and_replaced() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("runtime-test.wasm");
+        fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
+        let cache = directory.path().join("compiled");
+        let engine = Engine::default();
+        let load = || load(&engine, &path, &cache, "test", Interface::Sandbox).map(|(_, cached)| cached).unwrap();
+        assert!(!load(), "compiled the first time");
+        assert!(load(), "loaded from the cache the second time");
+        let entry = fs::read_dir(&cache)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|extension| extension == "cwasm"))
+            .expect("a cache entry");
+        let mut bytes = fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&entry, &bytes).unwrap();
+        assert!(!load(), "a changed entry is not loaded (its digest differs); it is compiled again");
+        assert!(load(), "and replaced");
+        let leftovers: Vec<_> = fs::read_dir(&cache).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 2, "one entry and its digest, no temporary files: {leftovers:?}");
+    }
 }

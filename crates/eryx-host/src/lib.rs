@@ -460,6 +460,10 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(u64::MAX / 2);
+        if let Some(fuel) = self.limits.fuel {
+            // Instantiation runs the libraries' constructors, which burn fuel too.
+            store.set_fuel(fuel)?;
+        }
         let instance = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiate the component")?;
         Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr, trace: false })
     }

@@ -147,3 +147,69 @@ fn trace_events_a_guest_floods_are_bounded() {
     assert!(sandbox.traces().len() <= eryx_host::MAX_TRACE_EVENTS);
     assert_eq!(sandbox.traces().len() as u64 + sandbox.dropped_traces(), 20000, "every event is kept or counted");
 }
+
+/// The resident memory of this process, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+/// Guest code that floods every channel it can reach (stdout, stderr, its own stderr
+/// descriptor, trace events, callbacks) leaves the host within the guest's memory limit plus
+/// a fixed allowance.
+#[test]
+fn a_guest_flooding_every_channel_keeps_the_host_bounded() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.get("cpython").expect("the cpython variant is built");
+    let limits = Limits { memory_bytes: 128 << 20, ..Limits::default() };
+    let runtime = Runtime::new(variant.clone(), limits, &manifest.compile_cache_dir()).unwrap();
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    sandbox.set_trace(true);
+    let before = resident_bytes();
+    let flood = "\
+import os, sys, _eryx_runtime
+chunk = 'x' * 1_000_000
+for _ in range(200):
+    print(chunk)
+    sys.stderr.write(chunk)
+    os.write(2, chunk.encode())
+event = 'e' * 10_000
+for _ in range(20_000):
+    _eryx_runtime._host_report_trace(1, event, event)
+big = 'b' * 100_000
+for _ in range(990):
+    echo(text=big)
+";
+    let output = sandbox.execute(flood).unwrap();
+    assert!(output.truncated);
+    assert!(output.stdout.len() < 2 << 20 && output.stderr.len() < 2 << 20);
+    let grown = resident_bytes().saturating_sub(before);
+    let bound = (128u64 << 20) + (64 << 20);
+    assert!(grown < bound, "the host grew by {} MiB, more than the guest's 128 MiB and a 64 MiB allowance", grown >> 20);
+}
+
+/// Fuel runs out as an error of its own; a sandbox that failed that way refuses later calls
+/// with the reason, and a new sandbox of the same runtime works.
+#[test]
+fn fuel_exhaustion_poisons_only_its_sandbox() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let limits = Limits { fuel: Some(50_000_000), ..Limits::default() };
+        let runtime = Runtime::new(variant.clone(), limits, &manifest.compile_cache_dir()).unwrap();
+        assert_ne!(runtime.loaded, Loaded::Precompiled, "fuel needs code compiled with fuel checks");
+        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        let error = sandbox.execute("while True:\n    pass").unwrap_err();
+        assert!(matches!(error, eryx_host::ExecError::FuelExhausted(50_000_000)), "{}: {error}", variant.name);
+        assert!(error.to_string().contains("the sandbox must be recreated"), "{error}");
+        let again = sandbox.execute("print(1)").unwrap_err().to_string();
+        assert!(again.contains("unusable after an earlier failure") && again.contains("fuel limit"), "{again}");
+        let mut fresh = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        assert_eq!(print_of(&mut fresh, "print(sum(range(10)))"), "45\n", "{}", variant.name);
+    }
+}
