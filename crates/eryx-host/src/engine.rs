@@ -8,8 +8,14 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine};
 
-/// The wasm stack a sandbox may use.
-pub const MAX_WASM_STACK: usize = 4 << 20;
+/// The wasm stack a sandbox may use. CPython 3.14 guards its C recursion by the depth of the
+/// shadow stack in linear memory (about 1 MiB on WASI), but the frames live on wasmtime's
+/// native stack: 4 MiB of it ran out first (a trap) for `json.dumps` of a list nested
+/// 100 000 deep, 7 MiB gave CPython's own `RecursionError`. 16 MiB leaves a margin.
+pub const MAX_WASM_STACK: usize = 16 << 20;
+/// The stack of the host thread a guest call runs on: the wasm stack and room for the host's
+/// own frames (only the pages touched are memory).
+pub const GUEST_THREAD_STACK: usize = MAX_WASM_STACK + (8 << 20);
 /// The CPU baseline of precompiled artifacts: any x86-64 machine of the last 15 years
 /// (SSE4.2, POPCNT, CMPXCHG16B). Compiling for the build machine's own features (AVX-512 and
 /// the like) would give artifacts that fail to load elsewhere.

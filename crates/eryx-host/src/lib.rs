@@ -534,6 +534,24 @@ impl Sandbox {
         &mut self.limits
     }
 
+    /// Runs a call into the guest on a thread whose stack holds [`engine::MAX_WASM_STACK`]
+    /// of wasm frames with room to spare, whatever the caller's thread has (a test thread has
+    /// 2 MiB): deep recursion in the interpreter's C code then ends in its own
+    /// `RecursionError`, or in wasmtime's stack-limit trap, never in an overflow of the host's
+    /// stack.
+    fn on_guest_stack<R: Send>(&mut self, call: impl FnOnce(&bindings::Sandbox, &mut Store<State>) -> R + Send) -> R {
+        let (instance, store) = (&self.instance, &mut self.store);
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("eryx guest".into())
+                .stack_size(engine::GUEST_THREAD_STACK)
+                .spawn_scoped(scope, move || call(instance, store))
+                .expect("start the guest's thread")
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     fn arm(&mut self) -> Result<(), ExecError> {
         if let Some(error) = &self.poisoned {
             return Err(ExecError::Trap(format!("the sandbox is unusable after an earlier failure ({error})")));
@@ -585,7 +603,7 @@ impl Sandbox {
             tracing: self.trace,
         };
         let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
-        match self.instance.call_execute(&mut self.store, code, options) {
+        match self.on_guest_stack(|instance, store| instance.call_execute(store, code, options)) {
             Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr, truncated: output.truncated }),
             Ok(Err(error)) => Err(ExecError::Python {
                 traceback: error.traceback,
@@ -599,7 +617,7 @@ impl Sandbox {
     /// names the ones it left out.
     pub fn snapshot(&mut self) -> Result<StateSnapshot, ExecError> {
         self.arm()?;
-        match self.instance.call_snapshot_state(&mut self.store) {
+        match self.on_guest_stack(|instance, store| instance.call_snapshot_state(store)) {
             Ok(result) => result
                 .map(|snapshot| StateSnapshot { data: snapshot.data, skipped: snapshot.skipped })
                 .map_err(ExecError::python),
@@ -612,7 +630,7 @@ impl Sandbox {
     /// sandbox).
     pub fn restore(&mut self, data: &[u8]) -> Result<Vec<String>, ExecError> {
         self.arm()?;
-        match self.instance.call_restore_state(&mut self.store, data) {
+        match self.on_guest_stack(|instance, store| instance.call_restore_state(store, data)) {
             Ok(result) => result.map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
         }
@@ -621,7 +639,7 @@ impl Sandbox {
     /// Removes every user global and brings back the builtins and the callbacks.
     pub fn clear(&mut self) -> Result<(), ExecError> {
         self.arm()?;
-        match self.instance.call_clear_state(&mut self.store) {
+        match self.on_guest_stack(|instance, store| instance.call_clear_state(store)) {
             Ok(result) => result.map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
         }

@@ -2,20 +2,13 @@
 //! need `cargo xtask build-runtime`'s output: `cargo xtask test` runs them with
 //! `ERYX_MANIFEST` set; without it they say so and pass nothing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use eryx_host::{Callbacks, Limits, Loaded, Manifest, Runtime, VariantEntry};
-
-fn manifest() -> Option<Manifest> {
-    match std::env::var_os("ERYX_MANIFEST") {
-        Some(path) => Some(Manifest::load(Path::new(&path)).expect("ERYX_MANIFEST names a manifest")),
-        None => {
-            eprintln!("ERYX_MANIFEST is not set: run through `cargo xtask test` to test the built components");
-            None
-        }
-    }
-}
+use common::manifest;
+use eryx_host::{Callbacks, Limits, Loaded, Runtime, VariantEntry};
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -146,52 +139,6 @@ fn trace_events_a_guest_floods_are_bounded() {
     assert!(kept <= eryx_host::MAX_TRACE_BYTES, "{kept} bytes kept");
     assert!(sandbox.traces().len() <= eryx_host::MAX_TRACE_EVENTS);
     assert_eq!(sandbox.traces().len() as u64 + sandbox.dropped_traces(), 20000, "every event is kept or counted");
-}
-
-/// The resident memory of this process, in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|number| number.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
-/// Guest code that floods every channel it can reach (stdout, stderr, its own stderr
-/// descriptor, trace events, callbacks) leaves the host within the guest's memory limit plus
-/// a fixed allowance.
-#[test]
-fn a_guest_flooding_every_channel_keeps_the_host_bounded() {
-    let Some(manifest) = manifest() else { return };
-    let variant = manifest.variants.get("cpython").expect("the cpython variant is built");
-    let limits = Limits { memory_bytes: 128 << 20, ..Limits::default() };
-    let runtime = Runtime::new(variant.clone(), limits, &manifest.compile_cache_dir()).unwrap();
-    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
-    sandbox.set_trace(true);
-    let before = resident_bytes();
-    let flood = "\
-import os, sys, _eryx_runtime
-chunk = 'x' * 1_000_000
-for _ in range(200):
-    print(chunk)
-    sys.stderr.write(chunk)
-    os.write(2, chunk.encode())
-event = 'e' * 10_000
-for _ in range(20_000):
-    _eryx_runtime._host_report_trace(1, event, event)
-big = 'b' * 100_000
-for _ in range(990):
-    echo(text=big)
-";
-    let output = sandbox.execute(flood).unwrap();
-    assert!(output.truncated);
-    assert!(output.stdout.len() < 2 << 20 && output.stderr.len() < 2 << 20);
-    let grown = resident_bytes().saturating_sub(before);
-    let bound = (128u64 << 20) + (64 << 20);
-    assert!(grown < bound, "the host grew by {} MiB, more than the guest's 128 MiB and a 64 MiB allowance", grown >> 20);
 }
 
 /// Fuel runs out as an error of its own; a sandbox that failed that way refuses later calls
