@@ -71,6 +71,10 @@ impl Callbacks {
     /// The callbacks every conformance case gets, also offered by `cargo xtask run`.
     pub fn standard() -> Callbacks {
         let mut callbacks = Callbacks::new();
+        let text = |value: &Value, name: &str| {
+            value.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| format!("argument `{name}` must be a string"))
+        };
+        let one_string = |name: &str| json!({"type": "object", "properties": {name: {"type": "string"}}, "required": [name]});
         let number = |value: &Value, name: &str| {
             value.get(name).cloned().filter(Value::is_number).ok_or_else(|| format!("argument `{name}` must be a number"))
         };
@@ -108,36 +112,19 @@ impl Callbacks {
                     Ok(json!({"timestamp": now.as_secs_f64()}))
                 },
             )
-            .register(
-                "http.get",
-                "Pretends to fetch a URL.",
-                json!({"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}),
-                |arguments| {
-                    let url = arguments.get("url").and_then(Value::as_str).ok_or("argument `url` must be a string")?;
-                    Ok(json!({"status": 200, "url": url}))
-                },
-            )
+            .register("http.get", "Pretends to fetch a URL.", one_string("url"), move |arguments| {
+                let url = text(&arguments, "url")?;
+                Ok(json!({"status": 200, "url": url}))
+            })
             .register("fail", "Always fails.", json!({"type": "object", "properties": {}}), |_| Err("boom".to_owned()))
             // A name that is a callback and the prefix of another, taking an argument called
             // `name`; and a name that is not a Python identifier (reachable through `invoke`).
-            .register(
-                "greet",
-                "Greets `name`.",
-                json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
-                |arguments| {
-                    let name = arguments.get("name").and_then(Value::as_str).ok_or("argument `name` must be a string")?;
-                    Ok(json!(format!("hello {name}")))
-                },
-            )
-            .register(
-                "greet.loudly",
-                "Greets `name` loudly.",
-                json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
-                |arguments| {
-                    let name = arguments.get("name").and_then(Value::as_str).ok_or("argument `name` must be a string")?;
-                    Ok(json!(format!("HELLO {}", name.to_uppercase())))
-                },
-            )
+            .register("greet", "Greets `name`.", one_string("name"), move |arguments| {
+                Ok(json!(format!("hello {}", text(&arguments, "name")?)))
+            })
+            .register("greet.loudly", "Greets `name` loudly.", one_string("name"), move |arguments| {
+                Ok(json!(format!("HELLO {}", text(&arguments, "name")?.to_uppercase())))
+            })
             .register(
                 "sleep",
                 "Waits `ms` milliseconds on the host, then returns them.",
@@ -187,28 +174,61 @@ mod tests {
     }
 }
 
-/// Calls `name` on its own thread and waits at most `timeout` for the answer: a callback
-/// that hangs gives the guest an error (and leaves its thread behind) instead of holding the
-/// sandbox forever.
-pub(crate) fn invoke_with_timeout(
-    callbacks: &Arc<Callbacks>,
-    name: &str,
-    arguments_json: String,
-    timeout: std::time::Duration,
-) -> Result<String, String> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    let (callbacks, owned_name) = (callbacks.clone(), name.to_owned());
-    std::thread::Builder::new()
-        .name(format!("callback {name}"))
-        .spawn(move || {
-            let _ = sender.send(callbacks.invoke(&owned_name, &arguments_json));
-        })
-        .map_err(|error| format!("callback `{name}` could not start: {error}"))?;
-    match receiver.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis()))
+type Request = (String, String, std::sync::mpsc::SyncSender<Result<String, String>>);
+
+/// Runs a sandbox's callbacks on a thread of their own and waits at most a timeout for each
+/// answer: a callback that hangs gives the guest an error instead of holding the sandbox
+/// forever. The thread is kept for the next call; one that is stuck in a callback is left
+/// to finish it (it ends then) and a new one serves the next call.
+pub(crate) struct CallbackRunner {
+    callbacks: Arc<Callbacks>,
+    requests: Option<std::sync::mpsc::Sender<Request>>,
+}
+
+impl CallbackRunner {
+    pub(crate) fn new(callbacks: Arc<Callbacks>) -> CallbackRunner {
+        CallbackRunner { callbacks, requests: None }
+    }
+
+    pub(crate) fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
+    }
+
+    fn requests(&mut self) -> Result<&std::sync::mpsc::Sender<Request>, String> {
+        if self.requests.is_none() {
+            let (sender, receiver) = std::sync::mpsc::channel::<Request>();
+            let callbacks = self.callbacks.clone();
+            std::thread::Builder::new()
+                .name("eryx callbacks".into())
+                .spawn(move || {
+                    for (name, arguments_json, reply) in receiver {
+                        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callbacks.invoke(&name, &arguments_json)))
+                            .unwrap_or_else(|_| Err(format!("callback `{name}` panicked")));
+                        let _ = reply.send(answer);
+                    }
+                })
+                .map_err(|error| format!("the callback thread could not start: {error}"))?;
+            self.requests = Some(sender);
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(format!("callback `{name}` panicked")),
+        Ok(self.requests.as_ref().expect("just set"))
+    }
+
+    pub(crate) fn invoke(&mut self, name: &str, arguments_json: String, timeout: std::time::Duration) -> Result<String, String> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        if self.requests()?.send((name.to_owned(), arguments_json, reply)).is_err() {
+            self.requests = None;
+            return Err(format!("callback `{name}`: the callback thread has ended"));
+        }
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.requests = None;
+                Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis()))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.requests = None;
+                Err(format!("callback `{name}` ended its thread"))
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod manifest;
 pub mod preinit;
 mod tail;
+mod worker;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ impl ExecError {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    callbacks: Arc<Callbacks>,
+    callbacks: callbacks::CallbackRunner,
     traces: TraceBuffer,
     limits: MemoryLimiter,
     /// This execute's callback accounting and whether it traces.
@@ -232,7 +233,8 @@ impl bindings::SandboxImports for State {
             self.traces.push(TraceEvent { lineno: 0, event_json: event.to_string(), context_json: "{}".into() });
         }
         let started = std::time::Instant::now();
-        let result = callbacks::invoke_with_timeout(&self.callbacks, &name, arguments_json, self.calls.timeout);
+        let timeout = self.calls.timeout;
+        let result = self.callbacks.invoke(&name, arguments_json, timeout);
         if tracing {
             let event = serde_json::json!({
                 "type": "callback_end",
@@ -247,6 +249,7 @@ impl bindings::SandboxImports for State {
 
     fn list_callbacks(&mut self) -> Vec<bindings::CallbackInfo> {
         self.callbacks
+            .callbacks()
             .list()
             .map(|callback| bindings::CallbackInfo {
                 name: callback.name.clone(),
@@ -452,7 +455,7 @@ impl Runtime {
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            callbacks,
+            callbacks: callbacks::CallbackRunner::new(callbacks),
             traces: TraceBuffer::default(),
             calls: CallAccounting::default(),
             limits: MemoryLimiter::new(self.limits.memory_bytes),
@@ -465,7 +468,8 @@ impl Runtime {
             store.set_fuel(fuel)?;
         }
         let instance = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiate the component")?;
-        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr, trace: false })
+        let worker = worker::Worker::new("eryx guest", engine::GUEST_THREAD_STACK).context("start the sandbox's thread")?;
+        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr, trace: false, worker })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -520,6 +524,8 @@ pub struct Sandbox {
     poisoned: Option<ExecError>,
     guest_stderr: tail::TailPipe,
     trace: bool,
+    /// The thread the sandbox's calls into the guest run on.
+    worker: worker::Worker,
 }
 
 impl Sandbox {
@@ -541,15 +547,7 @@ impl Sandbox {
     /// stack.
     fn on_guest_stack<R: Send>(&mut self, call: impl FnOnce(&bindings::Sandbox, &mut Store<State>) -> R + Send) -> R {
         let (instance, store) = (&self.instance, &mut self.store);
-        std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("eryx guest".into())
-                .stack_size(engine::GUEST_THREAD_STACK)
-                .spawn_scoped(scope, move || call(instance, store))
-                .expect("start the guest's thread")
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        self.worker.run(move || call(instance, store))
     }
 
     fn arm(&mut self) -> Result<(), ExecError> {

@@ -92,7 +92,7 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
     let state = State {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        callbacks: std::sync::Arc::new(Callbacks::new()),
+        callbacks: crate::callbacks::CallbackRunner::new(std::sync::Arc::new(Callbacks::new())),
         traces: crate::TraceBuffer::default(),
         calls: crate::CallAccounting::default(),
         limits: crate::MemoryLimiter::new(PREINIT_MEMORY_BYTES),
