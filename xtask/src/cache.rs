@@ -3,11 +3,13 @@
 //! place; a lookup re-hashes the entry, and a mismatch is reported and removed, never used.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+
+pub use eryx_interface::files::{temporary_sibling, write_atomic};
 
 pub struct Cache {
     pub root: PathBuf,
@@ -36,24 +38,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so a reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().context("a file path has a parent")?;
-    fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    let temporary = temporary_sibling(path);
-    let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result.with_context(|| format!("write {}", path.display()))
-}
-
 /// Builds the directory `out` by filling a temporary sibling with `fill` and renaming it
 /// into place: on failure nothing is left, and a reader never sees a half-made `out`.
 pub fn replace_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
@@ -70,11 +54,6 @@ pub fn replace_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>
     fs::rename(&staging, out).with_context(|| format!("move {} into place", out.display()))
 }
 
-/// A unique temporary name next to `path` (same file system, so rename is atomic).
-pub fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
 
 impl Cache {
     /// `--cache-dir`, else `$ERYX_CACHE_DIR`, else `$XDG_CACHE_HOME/eryx`, else `~/.cache/eryx`.

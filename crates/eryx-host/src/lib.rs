@@ -47,25 +47,7 @@ const GUEST_STDERR_BYTES: usize = 64 * 1024;
 /// process has.
 pub const MAX_LIVE_SANDBOXES: u32 = 500;
 
-/// Writes `bytes` to `path` through a temporary sibling that is renamed into place, so a
-/// reader sees the old file or the whole new one, never a part; the temporary is removed
-/// when the write fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let temporary = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error).with_context(|| format!("write {}", path.display()));
-    }
-    Ok(())
-}
+pub use eryx_interface::files::write_atomic;
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()

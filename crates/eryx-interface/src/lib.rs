@@ -7,8 +7,10 @@
 //! the release step (`cargo xtask dist`) refuses to ship such a component and the host
 //! refuses to load it, instead of failing later with a linker error.
 //!
-//! [`flags`] holds the sandbox flags the xtask and the host share.
+//! [`flags`] holds the sandbox flags the xtask and the host share, [`files`] the atomic
+//! file writes both use.
 
+pub mod files;
 pub mod flags;
 
 use std::fmt::Write;
