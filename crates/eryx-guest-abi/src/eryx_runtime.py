@@ -53,7 +53,11 @@ def invoke(name, /, **kwargs):
     booleans, None, and lists and dicts (with string keys) of those.
     """
     try:
-        arguments = json.dumps(kwargs, allow_nan=False)
+        arguments = json.dumps(kwargs, allow_nan=False, ensure_ascii=False)
+        if _utf8(arguments) is not arguments:
+            # Lone surrogates: JSON escapes would carry them as invalid text, so each string
+            # goes as its backslash-escaped form instead.
+            arguments = json.dumps(_escape_surrogates(kwargs), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError):
         for key, value in kwargs.items():
             try:
@@ -67,6 +71,16 @@ def invoke(name, /, **kwargs):
     if not ok:
         raise CallbackError(f"callback {name!r} failed: {text}")
     return json.loads(text)
+
+
+def _escape_surrogates(value):
+    if isinstance(value, str):
+        return _utf8(value)
+    if isinstance(value, dict):
+        return {_escape_surrogates(key): _escape_surrogates(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_surrogates(item) for item in value]
+    return value
 
 
 def list_callbacks():

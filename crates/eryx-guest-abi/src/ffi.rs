@@ -1,6 +1,11 @@
 //! Rust mirrors of the data structures in `wit_dylib.h` (the header shipped in the
 //! `wit-dylib` crate), written for this project. Only the layout matters: the generated
 //! bindings library places a `wit_t` in memory and hands us a pointer to it.
+//!
+//! Every field is private and nothing here constructs these types: a value of them only
+//! exists behind the pointer `wit_dylib_initialize` receives, whose tables and names the
+//! bindings keep alive for the whole program. That is what makes the safe accessors below
+//! (which read through the pointers) sound.
 
 use std::ffi::{c_char, CStr};
 
@@ -17,114 +22,114 @@ pub fn type_kind(ty: WitType) -> u32 {
 
 #[repr(C)]
 pub struct ImportFunc {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub implementation: Option<unsafe extern "C" fn(cx: *mut u8)>,
-    pub async_impl: *const u8,
-    pub async_lift_impl: *const u8,
-    pub nparams: usize,
-    pub params: *const WitType,
-    pub result: WitType,
-    pub async_abi_area_size: usize,
-    pub async_abi_area_align: usize,
+    interface: *const c_char,
+    name: *const c_char,
+    implementation: Option<unsafe extern "C" fn(cx: *mut u8)>,
+    async_impl: *const u8,
+    async_lift_impl: *const u8,
+    nparams: usize,
+    params: *const WitType,
+    result: WitType,
+    async_abi_area_size: usize,
+    async_abi_area_align: usize,
 }
 
 #[repr(C)]
 pub struct ExportFunc {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub task_return: *const u8,
-    pub nparams: usize,
-    pub params: *const WitType,
-    pub result: WitType,
+    interface: *const c_char,
+    name: *const c_char,
+    task_return: *const u8,
+    nparams: usize,
+    params: *const WitType,
+    result: WitType,
 }
 
 #[repr(C)]
 pub struct Field {
-    pub name: *const c_char,
-    pub ty: WitType,
+    name: *const c_char,
+    ty: WitType,
 }
 
 #[repr(C)]
 pub struct Record {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub nfields: usize,
-    pub fields: *const Field,
+    interface: *const c_char,
+    name: *const c_char,
+    nfields: usize,
+    fields: *const Field,
 }
 
 #[repr(C)]
 pub struct Case {
-    pub name: *const c_char,
-    pub ty: WitType,
+    name: *const c_char,
+    ty: WitType,
 }
 
 #[repr(C)]
 pub struct Variant {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub ncases: usize,
-    pub cases: *const Case,
+    interface: *const c_char,
+    name: *const c_char,
+    ncases: usize,
+    cases: *const Case,
 }
 
 #[repr(C)]
 pub struct OptionType {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub ty: WitType,
+    interface: *const c_char,
+    name: *const c_char,
+    ty: WitType,
 }
 
 #[repr(C)]
 pub struct ResultType {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub ok: WitType,
-    pub err: WitType,
+    interface: *const c_char,
+    name: *const c_char,
+    ok: WitType,
+    err: WitType,
 }
 
 #[repr(C)]
 pub struct ListType {
-    pub interface: *const c_char,
-    pub name: *const c_char,
-    pub ty: WitType,
+    interface: *const c_char,
+    name: *const c_char,
+    ty: WitType,
 }
 
 /// `wit_t`: counts and pointers for every kind of item, in the header's order.
 #[repr(C)]
 pub struct Wit {
-    pub version: u32,
-    pub num_import_funcs: usize,
-    pub import_funcs: *const ImportFunc,
-    pub num_export_funcs: usize,
-    pub export_funcs: *const ExportFunc,
-    pub num_resources: usize,
-    pub resources: *const u8,
-    pub num_records: usize,
-    pub records: *const Record,
-    pub num_flags: usize,
-    pub flags: *const u8,
-    pub num_tuples: usize,
-    pub tuples: *const u8,
-    pub num_variants: usize,
-    pub variants: *const Variant,
-    pub num_enums: usize,
-    pub enums: *const u8,
-    pub num_options: usize,
-    pub options: *const OptionType,
-    pub num_results: usize,
-    pub results: *const ResultType,
-    pub num_lists: usize,
-    pub lists: *const ListType,
-    pub num_maps: usize,
-    pub maps: *const u8,
-    pub num_fixed_length_lists: usize,
-    pub fixed_length_lists: *const u8,
-    pub num_futures: usize,
-    pub futures: *const u8,
-    pub num_streams: usize,
-    pub streams: *const u8,
-    pub num_aliases: usize,
-    pub aliases: *const u8,
+    version: u32,
+    num_import_funcs: usize,
+    import_funcs: *const ImportFunc,
+    num_export_funcs: usize,
+    export_funcs: *const ExportFunc,
+    num_resources: usize,
+    resources: *const u8,
+    num_records: usize,
+    records: *const Record,
+    num_flags: usize,
+    flags: *const u8,
+    num_tuples: usize,
+    tuples: *const u8,
+    num_variants: usize,
+    variants: *const Variant,
+    num_enums: usize,
+    enums: *const u8,
+    num_options: usize,
+    options: *const OptionType,
+    num_results: usize,
+    results: *const ResultType,
+    num_lists: usize,
+    lists: *const ListType,
+    num_maps: usize,
+    maps: *const u8,
+    num_fixed_length_lists: usize,
+    fixed_length_lists: *const u8,
+    num_futures: usize,
+    futures: *const u8,
+    num_streams: usize,
+    streams: *const u8,
+    num_aliases: usize,
+    aliases: *const u8,
 }
 
 unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
@@ -136,15 +141,65 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     }
 }
 
-pub fn c_str(ptr: *const c_char) -> &'static str {
+/// A name of the metadata.
+///
+/// # Safety
+/// `ptr` is null or a NUL-terminated string that lives for the whole program.
+unsafe fn c_str(ptr: *const c_char) -> &'static str {
     if ptr.is_null() {
         return "";
     }
-    // SAFETY: names in the metadata are NUL-terminated and live for the whole program.
+    // SAFETY: the caller's contract.
     unsafe { CStr::from_ptr(ptr) }.to_str().unwrap_or("")
 }
 
+impl ImportFunc {
+    pub fn name(&self) -> &'static str {
+        // SAFETY: a metadata name (see the module's comment).
+        unsafe { c_str(self.name) }
+    }
+    pub fn implementation(&self) -> Option<unsafe extern "C" fn(cx: *mut u8)> {
+        self.implementation
+    }
+    pub fn result(&self) -> WitType {
+        self.result
+    }
+}
+
+impl ExportFunc {
+    pub fn name(&self) -> &'static str {
+        // SAFETY: a metadata name (see the module's comment).
+        unsafe { c_str(self.name) }
+    }
+}
+
+impl ResultType {
+    pub fn ok(&self) -> WitType {
+        self.ok
+    }
+    pub fn err(&self) -> WitType {
+        self.err
+    }
+}
+
+impl Case {
+    pub fn ty(&self) -> WitType {
+        self.ty
+    }
+}
+
+impl ListType {
+    pub fn ty(&self) -> WitType {
+        self.ty
+    }
+}
+
+// SAFETY (for every `slice` below): the count and the pointer are a table of the metadata
+// (see the module's comment).
 impl Wit {
+    pub fn version(&self) -> u32 {
+        self.version
+    }
     pub fn import_funcs(&self) -> &[ImportFunc] {
         unsafe { slice(self.import_funcs, self.num_import_funcs) }
     }
@@ -174,5 +229,66 @@ impl Record {
 impl Variant {
     pub fn cases(&self) -> &[Case] {
         unsafe { slice(self.cases, self.ncases) }
+    }
+}
+
+/// Metadata built by hand, for the value stack's tests: records, results and lists only.
+#[cfg(test)]
+pub(crate) mod for_tests {
+    use super::*;
+
+    pub fn field(ty: WitType) -> Field {
+        Field { name: std::ptr::null(), ty }
+    }
+
+    pub fn record(fields: &'static [Field]) -> Record {
+        Record { interface: std::ptr::null(), name: std::ptr::null(), nfields: fields.len(), fields: fields.as_ptr() }
+    }
+
+    pub fn result(ok: WitType, err: WitType) -> ResultType {
+        ResultType { interface: std::ptr::null(), name: std::ptr::null(), ok, err }
+    }
+
+    pub fn list(ty: WitType) -> ListType {
+        ListType { interface: std::ptr::null(), name: std::ptr::null(), ty }
+    }
+
+    pub fn wit(records: &'static [Record], results: &'static [ResultType], lists: &'static [ListType]) -> Wit {
+        let null = std::ptr::null();
+        Wit {
+            version: WIT_CURRENT_VERSION,
+            num_import_funcs: 0,
+            import_funcs: null as *const ImportFunc,
+            num_export_funcs: 0,
+            export_funcs: null as *const ExportFunc,
+            num_resources: 0,
+            resources: null,
+            num_records: records.len(),
+            records: records.as_ptr(),
+            num_flags: 0,
+            flags: null,
+            num_tuples: 0,
+            tuples: null,
+            num_variants: 0,
+            variants: null as *const Variant,
+            num_enums: 0,
+            enums: null,
+            num_options: 0,
+            options: null as *const OptionType,
+            num_results: results.len(),
+            results: results.as_ptr(),
+            num_lists: lists.len(),
+            lists: lists.as_ptr(),
+            num_maps: 0,
+            maps: null,
+            num_fixed_length_lists: 0,
+            fixed_length_lists: null,
+            num_futures: 0,
+            futures: null,
+            num_streams: 0,
+            streams: null,
+            num_aliases: 0,
+            aliases: null,
+        }
     }
 }

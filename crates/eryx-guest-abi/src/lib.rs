@@ -239,17 +239,17 @@ fn call_import(name: &str, args: Vec<Value>) -> Option<Value> {
     let function = wit()
         .import_funcs()
         .iter()
-        .find(|function| ffi::c_str(function.name) == name)
+        .find(|function| function.name() == name)
         .unwrap_or_else(|| panic!("the world has no import named `{name}`"));
     let implementation = function
-        .implementation
+        .implementation()
         .unwrap_or_else(|| panic!("import `{name}` is not synchronous"));
     let mut cx = Context::default();
     // The bindings lower the first parameter first, so it must be on top of the stack.
     cx.stack.extend(args.into_iter().rev());
     // SAFETY: `implementation` is the bindings' lowering thunk and `cx` outlives the call.
     unsafe { implementation(&mut cx as *mut Context as *mut u8) };
-    if ffi::type_kind(function.result) == ffi::KIND_EMPTY {
+    if ffi::type_kind(function.result()) == ffi::KIND_EMPTY {
         None
     } else {
         Some(cx.stack.pop().expect("import result was not pushed"))

@@ -152,10 +152,12 @@ pub unsafe extern "C" fn cabi_realloc(
     pointer
 }
 
+/// # Safety
+/// `metadata` is the bindings' `wit_t`, valid for the whole program.
 #[no_mangle]
-pub extern "C" fn wit_dylib_initialize(metadata: *const Wit) {
-    // SAFETY: the bindings pass a valid, program-lifetime pointer.
-    let version = unsafe { (*metadata).version };
+pub unsafe extern "C" fn wit_dylib_initialize(metadata: *const Wit) {
+    // SAFETY: the caller's contract.
+    let version = unsafe { (*metadata).version() };
     assert_eq!(
         version,
         ffi::WIT_CURRENT_VERSION,
@@ -187,7 +189,7 @@ pub extern "C" fn wit_dylib_export_start(_which: usize) -> *mut u8 {
 #[no_mangle]
 pub unsafe extern "C" fn wit_dylib_export_call(cx_pointer: *mut u8, which: usize) {
     let context = unsafe { cx(cx_pointer) };
-    let name = ffi::c_str(wit().export_funcs()[which].name);
+    let name = wit().export_funcs()[which].name();
     let args = std::mem::take(&mut context.stack);
     if let Some(result) = crate::dispatch(name, args) {
         context.stack.push(result);
@@ -370,9 +372,9 @@ pub unsafe extern "C" fn wit_dylib_push_result(cx_pointer: *mut u8, ty: usize, d
     let context = unsafe { cx(cx_pointer) };
     let result = &wit().results()[ty];
     let value = if discriminant == 0 {
-        Ok(pop_payload(context, has_payload(result.ok)))
+        Ok(pop_payload(context, has_payload(result.ok())))
     } else {
-        Err(pop_payload(context, has_payload(result.err)))
+        Err(pop_payload(context, has_payload(result.err())))
     };
     context.stack.push(Value::Result(value));
 }
@@ -395,7 +397,7 @@ pub unsafe extern "C" fn wit_dylib_pop_result(cx_pointer: *mut u8, _ty: usize) -
 pub unsafe extern "C" fn wit_dylib_push_variant(cx_pointer: *mut u8, ty: usize, discriminant: u32) {
     let context = unsafe { cx(cx_pointer) };
     let case = &wit().variants()[ty].cases()[discriminant as usize];
-    let payload = pop_payload(context, has_payload(case.ty));
+    let payload = pop_payload(context, has_payload(case.ty()));
     context.stack.push(Value::Variant(discriminant, payload));
 }
 
@@ -412,7 +414,7 @@ pub unsafe extern "C" fn wit_dylib_pop_variant(cx_pointer: *mut u8, _ty: usize) 
 }
 
 fn is_byte_list(ty: usize) -> bool {
-    ffi::type_kind(wit().lists()[ty].ty) == ffi::KIND_U8
+    ffi::type_kind(wit().lists()[ty].ty()) == ffi::KIND_U8
 }
 
 #[no_mangle]
@@ -567,5 +569,59 @@ mod tests {
         context.stack.push(Value::Option(None));
         assert_eq!(unsafe { wit_dylib_pop_option(pointer(&mut context), 0) }, 0);
         assert!(context.stack.is_empty());
+    }
+
+    /// A hand-built metadata table: record 0 has two fields; result 0 is `result<T, E>` with
+    /// payloads on both sides, result 1 `result<_, E>`; list 0 is `list<u8>`, list 1 another.
+    fn install_test_wit() {
+        use crate::ffi::for_tests::{field, list, record, result, wit};
+        const STRING: ffi::WitType = 0x11;
+        let fields: &'static [ffi::Field] = Box::leak(Box::new([field(STRING), field(STRING)]));
+        let records: &'static [ffi::Record] = Box::leak(Box::new([record(fields)]));
+        let results: &'static [ffi::ResultType] = Box::leak(Box::new([result(STRING, STRING), result(ffi::KIND_EMPTY, STRING)]));
+        let lists: &'static [ffi::ListType] = Box::leak(Box::new([list(ffi::KIND_U8), list(STRING)]));
+        let metadata: &'static Wit = Box::leak(Box::new(wit(records, results, lists)));
+        unsafe { wit_dylib_initialize(metadata) };
+    }
+
+    #[test]
+    fn records_gather_their_fields_in_order_and_give_them_back_first_on_top() {
+        install_test_wit();
+        let mut context = Context::default();
+        context.stack.extend([Value::String("a".into()), Value::String("b".into())]);
+        unsafe { wit_dylib_push_record(pointer(&mut context), 0) };
+        assert_eq!(context.stack, [Value::Record(vec![Value::String("a".into()), Value::String("b".into())])]);
+        unsafe { wit_dylib_pop_record(pointer(&mut context), 0) };
+        assert_eq!(context.stack.pop(), Some(Value::String("a".into())), "the first field is on top");
+        assert_eq!(context.stack.pop(), Some(Value::String("b".into())));
+    }
+
+    #[test]
+    fn results_take_a_payload_only_where_the_type_has_one() {
+        install_test_wit();
+        let mut context = Context::default();
+        context.stack.push(Value::String("why".into()));
+        unsafe { wit_dylib_push_result(pointer(&mut context), 0, 1) };
+        assert_eq!(context.stack, [Value::err(Some(Value::String("why".into())))]);
+        context.stack.clear();
+        context.stack.push(Value::U32(7));
+        unsafe { wit_dylib_push_result(pointer(&mut context), 1, 0) };
+        assert_eq!(context.stack, [Value::U32(7), Value::ok(None)], "`result<_, E>`'s ok has no payload to take");
+    }
+
+    #[test]
+    fn a_byte_list_is_adopted_whole_and_another_list_grows_by_appends() {
+        install_test_wit();
+        let mut context = Context::default();
+        let bytes = unsafe { cabi_realloc(std::ptr::null_mut(), 0, 1, 3) };
+        unsafe { std::ptr::copy_nonoverlapping([1u8, 2, 3].as_ptr(), bytes, 3) };
+        assert!(unsafe { wit_dylib_push_list(pointer(&mut context), 0, bytes, 3) }, "bytes need no appends");
+        assert_eq!(context.stack.pop(), Some(Value::Bytes(vec![1, 2, 3])));
+        assert!(!unsafe { wit_dylib_push_list(pointer(&mut context), 1, std::ptr::null_mut(), 2) });
+        for text in ["x", "y"] {
+            context.stack.push(Value::String(text.into()));
+            unsafe { wit_dylib_list_append(pointer(&mut context), 1) };
+        }
+        assert_eq!(context.stack, [Value::List(vec![Value::String("x".into()), Value::String("y".into())])]);
     }
 }

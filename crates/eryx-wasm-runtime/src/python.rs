@@ -13,14 +13,20 @@ pub struct Owned(ptr::NonNull<ffi::PyObject>);
 
 impl Owned {
     /// Takes a new reference returned by the C API; a null means a Python error is set.
-    fn from_new(pointer: *mut ffi::PyObject) -> Result<Owned, String> {
+    ///
+    /// # Safety
+    /// `pointer` is null or a new (owned) reference to a live object.
+    unsafe fn from_new(pointer: *mut ffi::PyObject) -> Result<Owned, String> {
         ptr::NonNull::new(pointer).map(Owned).ok_or_else(take_error)
     }
 
     /// Takes a borrowed reference and makes it a strong one.
-    fn from_borrowed(pointer: *mut ffi::PyObject) -> Result<Owned, String> {
+    ///
+    /// # Safety
+    /// `pointer` is null or a borrowed reference to a live object.
+    unsafe fn from_borrowed(pointer: *mut ffi::PyObject) -> Result<Owned, String> {
         let object = ptr::NonNull::new(pointer).ok_or_else(take_error)?;
-        // SAFETY: the pointer is a live object; we add the reference we will release.
+        // SAFETY: the caller's contract; we add the reference we will release.
         unsafe { ffi::Py_IncRef(object.as_ptr()) };
         Ok(Owned(object))
     }
@@ -38,16 +44,12 @@ impl Owned {
 
     pub fn string(text: &str) -> Result<Owned, String> {
         // SAFETY: the pointer and length describe `text`, which outlives the call.
-        Owned::from_new(unsafe {
-            ffi::PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as _)
-        })
+        unsafe { Owned::from_new(ffi::PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as _)) }
     }
 
     pub fn bytes(data: &[u8]) -> Result<Owned, String> {
         // SAFETY: as above, for `data`.
-        Owned::from_new(unsafe {
-            ffi::PyBytes_FromStringAndSize(data.as_ptr() as *const c_char, data.len() as _)
-        })
+        unsafe { Owned::from_new(ffi::PyBytes_FromStringAndSize(data.as_ptr() as *const c_char, data.len() as _)) }
     }
 
     fn tuple(items: Vec<Owned>) -> Result<Owned, String> {
@@ -78,17 +80,17 @@ impl Owned {
 
     fn none() -> Owned {
         // SAFETY: `None` is immortal; the borrowed reference is always valid.
-        Owned::from_borrowed(unsafe { ffi::Py_None() }).expect("None exists")
+        unsafe { Owned::from_borrowed(ffi::Py_None()) }.expect("None exists")
     }
 
     pub fn boolean(value: bool) -> Owned {
         // SAFETY: returns a new reference to `True` or `False`.
-        Owned::from_new(unsafe { ffi::PyBool_FromLong(value as _) }).expect("bools exist")
+        unsafe { Owned::from_new(ffi::PyBool_FromLong(value as _)) }.expect("bools exist")
     }
 
     pub fn unsigned(value: u64) -> Result<Owned, String> {
         // SAFETY: returns a new reference, or null with an exception set.
-        Owned::from_new(unsafe { ffi::PyLong_FromUnsignedLongLong(value) })
+        unsafe { Owned::from_new(ffi::PyLong_FromUnsignedLongLong(value)) }
     }
 
     /// Python truth of the object.
@@ -108,7 +110,7 @@ impl Owned {
     /// Item `index` of a tuple.
     pub fn item(&self, index: usize) -> Result<Owned, String> {
         // SAFETY: `PyTuple_GetItem` checks the type and bounds and returns a borrowed item.
-        Owned::from_borrowed(unsafe { ffi::PyTuple_GetItem(self.as_ptr(), index as _) })
+        unsafe { Owned::from_borrowed(ffi::PyTuple_GetItem(self.as_ptr(), index as _)) }
     }
 
     pub fn to_string(&self) -> Result<String, String> {
@@ -149,15 +151,13 @@ impl Owned {
 
     fn attribute(&self, name: &CStr) -> Result<Owned, String> {
         // SAFETY: a live object and a NUL-terminated name.
-        Owned::from_new(unsafe { ffi::PyObject_GetAttrString(self.as_ptr(), name.as_ptr()) })
+        unsafe { Owned::from_new(ffi::PyObject_GetAttrString(self.as_ptr(), name.as_ptr())) }
     }
 
     fn call(&self, arguments: Vec<Owned>) -> Result<Owned, String> {
         let arguments = Owned::tuple(arguments)?;
         // SAFETY: a callable and a tuple of arguments; no keyword arguments.
-        Owned::from_new(unsafe {
-            ffi::PyObject_Call(self.as_ptr(), arguments.as_ptr(), ptr::null_mut())
-        })
+        unsafe { Owned::from_new(ffi::PyObject_Call(self.as_ptr(), arguments.as_ptr(), ptr::null_mut())) }
     }
 }
 
@@ -181,7 +181,7 @@ fn take_error() -> String {
         .and_then(|name| name.to_string())
         .unwrap_or_else(|_| "Exception".to_owned());
     // SAFETY: `PyObject_Str` returns a new reference or null.
-    let message = Owned::from_new(unsafe { ffi::PyObject_Str(raised.as_ptr()) })
+    let message = unsafe { Owned::from_new(ffi::PyObject_Str(raised.as_ptr())) }
         .and_then(|text| text.to_string())
         .unwrap_or_default();
     // Formatting may itself have raised; do not leave that behind.
@@ -201,7 +201,8 @@ impl HelperModule {
         let function = self.module.attribute(&name)?;
         let arguments = arguments
             .iter()
-            .map(|argument| Owned::from_borrowed(argument.as_ptr()))
+            // SAFETY: each argument is a live object this call holds.
+            .map(|argument| unsafe { Owned::from_borrowed(argument.as_ptr()) })
             .collect::<Result<Vec<_>, _>>()?;
         function.call(arguments)
     }
@@ -272,7 +273,7 @@ fn function_object(name: &'static CStr, function: HostFunction) -> Result<Owned,
         ml_doc: ptr::null(),
     }));
     // SAFETY: a valid definition that outlives the function object.
-    Owned::from_new(unsafe { ffi::PyCFunction_NewEx(definition, ptr::null_mut(), ptr::null_mut()) })
+    unsafe { Owned::from_new(ffi::PyCFunction_NewEx(definition, ptr::null_mut(), ptr::null_mut())) }
 }
 
 /// Converts a host function's `Result` into what CPython expects: a new reference, or
@@ -289,8 +290,13 @@ fn to_python(result: Result<Owned, String>) -> *mut ffi::PyObject {
     }
 }
 
-fn argument(arguments: *mut ffi::PyObject, index: usize) -> Result<Owned, String> {
-    Owned::from_borrowed(unsafe { ffi::PyTuple_GetItem(arguments, index as _) })
+/// Item `index` of the arguments tuple of a host function.
+///
+/// # Safety
+/// `arguments` is the live tuple CPython passed to the host function.
+unsafe fn argument(arguments: *mut ffi::PyObject, index: usize) -> Result<Owned, String> {
+    // SAFETY: the caller's contract; `PyTuple_GetItem` checks the bounds.
+    unsafe { Owned::from_borrowed(ffi::PyTuple_GetItem(arguments, index as _)) }
 }
 
 /// `_host_invoke(name, arguments_json) -> (ok, text)`.
@@ -299,8 +305,8 @@ unsafe extern "C" fn host_invoke(
     arguments: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     to_python((|| {
-        let name = argument(arguments, 0)?.to_string()?;
-        let arguments_json = argument(arguments, 1)?.to_string()?;
+        // SAFETY: `arguments` is the tuple CPython passed to this host function.
+        let (name, arguments_json) = unsafe { (argument(arguments, 0)?.to_string()?, argument(arguments, 1)?.to_string()?) };
         let (ok, text) = match eryx_guest_abi::invoke(&name, &arguments_json) {
             Ok(text) => (true, text),
             Err(text) => (false, text),
@@ -343,14 +349,15 @@ unsafe extern "C" fn host_report_trace(
     arguments: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     to_python((|| {
-        let lineno_object = argument(arguments, 0)?;
+        // SAFETY (here and below): `arguments` is the tuple CPython passed to this function.
+        let lineno_object = unsafe { argument(arguments, 0)? };
         // SAFETY: a live object; a failed conversion sets an exception we take.
         let lineno = unsafe { ffi::PyLong_AsUnsignedLong(lineno_object.as_ptr()) };
         if lineno == std::ffi::c_ulong::MAX && unsafe { !ffi::PyErr_Occurred().is_null() } {
             return Err(take_error());
         }
-        let event_json = argument(arguments, 1)?.to_string()?;
-        let context_json = argument(arguments, 2)?.to_string()?;
+        let event_json = unsafe { argument(arguments, 1)? }.to_string()?;
+        let context_json = unsafe { argument(arguments, 2)? }.to_string()?;
         eryx_guest_abi::report_trace(lineno as u32, &event_json, &context_json);
         Ok(Owned::none())
     })())
