@@ -317,14 +317,19 @@ fn build_variant(
     Ok(())
 }
 
-/// What a sandbox of `variant` sees besides its code: the stdlib mount (host directory,
-/// guest path) and the environment.
-fn sandbox_view(artifacts: &Path, variant: &Variant) -> (Option<(PathBuf, &'static str)>, Vec<(&'static str, &'static str)>) {
+/// What a sandbox of a variant sees besides its code.
+struct SandboxView {
+    /// The stdlib mount: host directory, guest path.
+    mount: Option<(PathBuf, &'static str)>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+fn sandbox_view(artifacts: &Path, variant: &Variant) -> SandboxView {
     if variant.mounts_stdlib {
         let env = vec![("PYTHONHOME", STDLIB_GUEST_PATH), ("PYTHONPATH", STDLIB_GUEST_PATH), ("PYTHONDONTWRITEBYTECODE", "1")];
-        (Some((artifacts.join(STDLIB_DIRECTORY), STDLIB_GUEST_PATH)), env)
+        SandboxView { mount: Some((artifacts.join(STDLIB_DIRECTORY), STDLIB_GUEST_PATH)), env }
     } else {
-        (None, Vec::new())
+        SandboxView { mount: None, env: Vec::new() }
     }
 }
 
@@ -339,7 +344,7 @@ fn preinit_step(
     runner: &mut Runner,
 ) -> Result<()> {
     let artifacts = workspace.artifacts_dir();
-    let (mount, env) = sandbox_view(&artifacts, variant);
+    let SandboxView { mount, env } = sandbox_view(&artifacts, variant);
     let mut inputs = Fingerprint::default();
     inputs
         .file(plain)?
@@ -617,7 +622,7 @@ fn write_manifest(
             "pinned_libraries": variant.pinned_libraries(),
             "env": {},
         });
-        let (mount, env) = sandbox_view(&artifacts, variant);
+        let SandboxView { mount, env } = sandbox_view(&artifacts, variant);
         if mount.is_some() {
             entry["stdlib"] = json!({
                 "directory": STDLIB_DIRECTORY,
