@@ -260,8 +260,9 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) {
 }
 
 /// The memory limit of one store. A growth past it is refused (`memory.grow` answers -1, so
-/// the guest's allocator fails and Python raises `MemoryError`) and remembered: when the
-/// guest then traps anyway (an allocation it cannot survive), the trap is the memory limit.
+/// the guest's allocator fails and Python raises `MemoryError`) and remembered for the call:
+/// when the guest then traps anyway (an allocation it cannot survive), the trap is the memory
+/// limit. A sandbox forgets the refusal when its next call starts.
 pub(crate) struct MemoryLimiter {
     max_bytes: usize,
     pub(crate) refused: bool,
@@ -536,8 +537,9 @@ impl Sandbox {
         if let Some(error) = &self.poisoned {
             return Err(ExecError::Trap(format!("the sandbox is unusable after an earlier failure ({error})")));
         }
-        // The guest's stderr explains a trap of this call only.
+        // The guest's stderr, and a refused memory growth, explain a trap of this call only.
         self.guest_stderr.clear();
+        self.store.data_mut().limits.refused = false;
         let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         self.store.set_epoch_deadline(ticks);
         if let Some(fuel) = self.limits.fuel {
@@ -633,5 +635,30 @@ impl Sandbox {
     /// How many trace events were dropped because the buffer was full.
     pub fn dropped_traces(&self) -> u64 {
         self.store.data().traces.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sandbox of a component whose exports trap (`unreachable`), with nothing mounted.
+    fn trapping_sandbox(directory: &Path) -> Sandbox {
+        let path = directory.join("runtime-trap.wasm");
+        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
+        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.join("compiled")).unwrap();
+        runtime.sandbox(Arc::new(Callbacks::new())).unwrap()
+    }
+
+    #[test]
+    fn a_memory_refusal_of_an_earlier_call_does_not_explain_a_later_trap() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut sandbox = trapping_sandbox(directory.path());
+        // An earlier call had a growth refused (and its code caught the MemoryError).
+        sandbox.store.data_mut().limits.refused = true;
+        match sandbox.execute("print(1)").unwrap_err() {
+            ExecError::Trap(text) => assert!(text.contains("unreachable"), "{text}"),
+            other => panic!("a trap of this call is no memory limit: {other}"),
+        }
     }
 }
