@@ -84,6 +84,21 @@ pub struct Step {
     pub expect: Expectations,
 }
 
+impl Expectations {
+    /// Whether a key about running code is set: what it prints, its trace, its limits.
+    fn about_code(&self) -> bool {
+        self.stdout.is_some()
+            || !self.stdout_contains.is_empty()
+            || !self.stderr_contains.is_empty()
+            || self.stdout_length.is_some()
+            || self.truncated
+            || self.trace.is_some()
+            || self.max_output_bytes.is_some()
+            || self.max_callbacks.is_some()
+            || self.callback_timeout_ms.is_some()
+    }
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -168,11 +183,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Case>> {
             }
             (Some(_), None) => {}
             (None, Some(steps)) => {
-                if case.expect.stdout.is_some()
-                    || !case.expect.stdout_contains.is_empty()
-                    || !case.expect.stderr_contains.is_empty()
-                    || !case.expect.error_contains.is_empty()
-                {
+                // `timeout_ms` alone may stand on the case: the default of its steps.
+                let expect = &case.expect;
+                if expect.about_code() || !expect.error_contains.is_empty() || !expect.skipped.is_empty() {
                     bail!("{here}: expectations belong on the steps of a case with `steps`");
                 }
                 for (index, step) in steps.iter().enumerate() {
@@ -185,17 +198,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Case>> {
                             bail!("{here}: step {}: `clear` leaves nothing out; `skipped` belongs on `snapshot` or `restore`", index + 1);
                         }
                         (None, Some(_)) => {
-                            let expect = &step.expect;
-                            let about_code = expect.stdout.is_some()
-                                || !expect.stdout_contains.is_empty()
-                                || !expect.stderr_contains.is_empty()
-                                || expect.stdout_length.is_some()
-                                || expect.truncated
-                                || expect.trace.is_some()
-                                || expect.max_output_bytes.is_some()
-                                || expect.max_callbacks.is_some()
-                                || expect.callback_timeout_ms.is_some();
-                            if about_code {
+                            if step.expect.about_code() {
                                 bail!("{here}: step {}: an action has no output to expect", index + 1);
                             }
                         }
@@ -623,6 +626,8 @@ steps = [
         assert!(parse(twice).unwrap_err().to_string().contains("used twice"));
         let bad_action = "[[case]]\nname = \"a\"\nsteps = [{ action = \"explode\" }]\n";
         assert!(format!("{:#}", parse(bad_action).unwrap_err()).contains("explode"));
+        let trace_beside_steps = "[[case]]\nname = \"a\"\nsteps = [{ code = \"1\" }]\ntrace = [[1, \"line\"]]\n";
+        assert!(parse(trace_beside_steps).unwrap_err().to_string().contains("expectations belong on the steps"));
         let skipped_on_code = "[[case]]\nname = \"a\"\ncode = \"1\"\nskipped = [\"x\"]\n";
         assert!(parse(skipped_on_code).unwrap_err().to_string().contains("`skipped` belongs on a `snapshot` or `restore` step"));
     }
