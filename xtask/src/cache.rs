@@ -3,39 +3,14 @@
 //! place; a lookup re-hashes the entry, and a mismatch is reported and removed, never used.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
-pub use eryx_interface::files::{temporary_sibling, write_atomic};
+pub use eryx_interface::files::{hex, sha256_bytes, sha256_file, temporary_sibling, write_atomic};
 
 pub struct Cache {
     pub root: PathBuf,
-}
-
-/// The sha256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer).with_context(|| format!("read {}", path.display()))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Builds the directory `out` by filling a temporary sibling with `fill` and renaming it

@@ -10,16 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use crate::{hex, write_atomic};
-
-/// The SHA-256 of a file's contents, read in pieces.
-pub fn sha256_of_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("read {}", path.display()))?;
-    Ok(hex(&hasher.finalize()))
-}
-
+use eryx_interface::files::{hex, sha256_bytes, write_atomic};
 
 /// What a component must implement to be loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +49,7 @@ pub fn load(
     let entry = cache_dir.join(format!("{key}.cwasm"));
     let digest_path: PathBuf = cache_dir.join(format!("{key}.sha256"));
     if let (Ok(compiled), Ok(digest)) = (fs::read(&entry), fs::read_to_string(&digest_path)) {
-        if hex(&Sha256::digest(&compiled)) == digest.trim() {
+        if sha256_bytes(&compiled) == digest.trim() {
             // SAFETY: the bytes are ones this host serialised (their digest matches the one
             // stored beside them), for an engine with the same settings and version.
             if let Ok(component) = unsafe { Component::deserialize(engine, &compiled) } {
@@ -76,7 +67,7 @@ pub fn load(
     fs::create_dir_all(cache_dir).with_context(|| format!("create {}", cache_dir.display()))?;
     let _ = fs::remove_file(&digest_path);
     write_atomic(&entry, &compiled)?;
-    write_atomic(&digest_path, hex(&Sha256::digest(&compiled)).as_bytes())?;
+    write_atomic(&digest_path, sha256_bytes(&compiled).as_bytes())?;
     Ok((component, false))
 }
 

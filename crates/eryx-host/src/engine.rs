@@ -72,7 +72,7 @@ pub fn compatibility_hash(engine: &Engine) -> String {
     }
     let mut hasher = ShaHasher(Sha256::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
-    crate::hex(&hasher.0.finalize())
+    eryx_interface::files::hex(&hasher.0.finalize())
 }
 
 /// Precompiles the sandbox component at `component` with [`precompile_engine`] into `out`,
@@ -80,15 +80,15 @@ pub fn compatibility_hash(engine: &Engine) -> String {
 pub fn precompile(component: &std::path::Path, out: &std::path::Path) -> Result<()> {
     let bytes = std::fs::read(component).with_context(|| format!("read {}", component.display()))?;
     eryx_interface::check_component(&bytes, &component.display().to_string())?;
-    precompile_unchecked(component, out)
+    precompile_unchecked(component, &bytes, out)
 }
 
-/// [`precompile`] without the world check (tests make artifacts of other worlds).
-fn precompile_unchecked(component: &std::path::Path, out: &std::path::Path) -> Result<()> {
-    let bytes = std::fs::read(component).with_context(|| format!("read {}", component.display()))?;
+/// [`precompile`] of `bytes` (read from `component`) without the world check (tests make
+/// artifacts of other worlds).
+fn precompile_unchecked(component: &std::path::Path, bytes: &[u8], out: &std::path::Path) -> Result<()> {
     let engine = precompile_engine()?;
     let started = std::time::Instant::now();
-    let compiled = engine.precompile_component(&bytes).map_err(anyhow::Error::from).with_context(|| format!("precompile {}", component.display()))?;
+    let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from).with_context(|| format!("precompile {}", component.display()))?;
     let info = serde_json::json!({
         "target": PRECOMPILED_TARGET,
         "cpu": PRECOMPILED_CPU,
@@ -127,7 +127,7 @@ mod tests {
         let bytes = std::fs::read(&artifact).unwrap();
         let entry = Precompiled {
             path: artifact.clone(),
-            sha256: crate::hex(&Sha256::digest(&bytes)),
+            sha256: eryx_interface::files::sha256_bytes(&bytes),
             wasmtime: String::new(),
             compatibility_hash: String::new(),
         };
@@ -165,10 +165,10 @@ mod tests {
         let wit = eryx_interface::test_components::without_line("export clear-state:");
         std::fs::write(&component, eryx_interface::test_components::component_for(&wit)).unwrap();
         let artifact = directory.path().join("runtime-old.cwasm");
-        precompile_unchecked(&component, &artifact).unwrap();
+        precompile_unchecked(&component, &std::fs::read(&component).unwrap(), &artifact).unwrap();
         let mut variant = crate::VariantEntry::for_component(&component);
         variant.precompiled = Some(Precompiled {
-            sha256: crate::hex(&Sha256::digest(std::fs::read(&artifact).unwrap())),
+            sha256: eryx_interface::files::sha256_file(&artifact).unwrap(),
             path: artifact,
             wasmtime: String::new(),
             compatibility_hash: String::new(),

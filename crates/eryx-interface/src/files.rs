@@ -1,11 +1,29 @@
-//! Atomic file writes, for the xtask and the host alike: a reader sees the old file or the
-//! whole new one, never a part, and a failed write leaves nothing behind.
+//! Files for the xtask and the host alike: atomic writes (a reader sees the old file or the
+//! whole new one, never a part, and a failed write leaves nothing behind) and SHA-256
+//! digests as lowercase hex.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The SHA-256 of a file's contents, read in pieces.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("read {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
 
 /// A hidden sibling of `path`, unique to this process, for building `path` before renaming.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
