@@ -149,7 +149,7 @@ fn expect_print(sandbox: &mut Sandbox, code: &str, expected: &str) -> Result<()>
 }
 
 /// The resident and peak memory of this process, in KiB.
-fn memory_kib() -> Result<(u64, u64)> {
+pub fn memory_kib() -> Result<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
     let field = |name: &str| -> Result<u64> {
         status

@@ -48,10 +48,7 @@ const GUEST_STDERR_BYTES: usize = 64 * 1024;
 pub const MAX_LIVE_SANDBOXES: u32 = 500;
 
 pub use eryx_interface::files::write_atomic;
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
+use eryx_interface::files::sha256_file;
 
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone)]
@@ -162,6 +159,29 @@ struct State {
     calls: CallAccounting,
 }
 
+impl State {
+    /// A sandbox's state: its WASI context, its callbacks, a memory limit; no trace events,
+    /// no callback made yet.
+    fn new(wasi: WasiCtx, callbacks: Arc<Callbacks>, memory_bytes: usize) -> State {
+        State {
+            wasi,
+            table: ResourceTable::new(),
+            callbacks: callbacks::CallbackRunner::new(callbacks),
+            traces: TraceBuffer::default(),
+            limits: MemoryLimiter::new(memory_bytes),
+            calls: CallAccounting::default(),
+        }
+    }
+}
+
+/// A linker with WASI and the world's imports, for sandbox components.
+fn sandbox_linker(engine: &Engine) -> Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
 /// The callback limits of the running `execute`.
 #[derive(Default)]
 pub(crate) struct CallAccounting {
@@ -194,6 +214,11 @@ impl TraceBuffer {
         self.bytes += size;
         self.events.push(event);
     }
+
+    /// An event the host itself reports (no source line).
+    fn push_host(&mut self, event: serde_json::Value) {
+        self.push(TraceEvent { lineno: 0, event_json: event.to_string(), context_json: "{}".into() });
+    }
 }
 
 impl WasiView for State {
@@ -211,20 +236,18 @@ impl bindings::SandboxImports for State {
         calls.made += 1;
         let tracing = calls.tracing;
         if tracing {
-            let event = serde_json::json!({"type": "callback_start", "name": name});
-            self.traces.push(TraceEvent { lineno: 0, event_json: event.to_string(), context_json: "{}".into() });
+            self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
         }
         let started = std::time::Instant::now();
         let timeout = self.calls.timeout;
         let result = self.callbacks.invoke(&name, arguments_json, timeout);
         if tracing {
-            let event = serde_json::json!({
+            self.traces.push_host(serde_json::json!({
                 "type": "callback_end",
                 "name": name,
                 "ok": result.is_ok(),
                 "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-            });
-            self.traces.push(TraceEvent { lineno: 0, event_json: event.to_string(), context_json: "{}".into() });
+            }));
         }
         result
     }
@@ -406,9 +429,7 @@ impl Runtime {
                 (component, if cached { Loaded::CompileCache } else { Loaded::Compiled })
             }
         };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        let linker = sandbox_linker(&engine)?;
         // A precompiled artifact skips the world check of the compile path; linking checks
         // every function's type, so say what a failure here means.
         let pre = linker
@@ -435,15 +456,7 @@ impl Runtime {
         // reason of a guest panic; it is kept to explain traps.
         let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
         wasi.stderr(guest_stderr.clone());
-        let state = State {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            callbacks: callbacks::CallbackRunner::new(callbacks),
-            traces: TraceBuffer::default(),
-            calls: CallAccounting::default(),
-            limits: MemoryLimiter::new(self.limits.memory_bytes),
-        };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine, State::new(wasi.build(), callbacks, self.limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(u64::MAX / 2);
         if let Some(fuel) = self.limits.fuel {
@@ -488,7 +501,7 @@ impl std::fmt::Display for NotLoaded {
 /// build wrote are loaded, and wasmtime then checks that they suit `engine`.
 pub fn load_precompiled(engine: &Engine, precompiled: &manifest::Precompiled) -> Result<Component, NotLoaded> {
     let path = &precompiled.path;
-    let found = compile_cache::sha256_of_file(path).map_err(|error| NotLoaded::Unreadable(format!("{error:#}")))?;
+    let found = sha256_file(path).map_err(|error| NotLoaded::Unreadable(format!("{error:#}")))?;
     if found != precompiled.sha256 {
         return Err(NotLoaded::Digest { found, expected: precompiled.sha256.clone() });
     }

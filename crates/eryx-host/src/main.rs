@@ -110,6 +110,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--env KEY=VALUE` flags as pairs.
+fn env_pairs(flags: &[String]) -> Result<Vec<(String, String)>> {
+    flags
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+            None => anyhow::bail!("--env {pair}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
 /// The limits `flags` ask for, over the defaults.
 fn limits_of(flags: &SandboxFlags) -> Limits {
     let defaults = Limits::default();
@@ -197,10 +208,7 @@ fn run() -> Result<ExitCode> {
                 let (host, guest) = mount.split_once("::").with_context(|| format!("--mount {mount}: expected HOST::GUEST"))?;
                 variant.stdlib = Some(eryx_host::manifest::StdlibMount { host_directory: host.into(), guest_path: guest.to_owned() });
             }
-            for pair in &args.env {
-                let (key, value) = pair.split_once('=').with_context(|| format!("--env {pair}: expected KEY=VALUE"))?;
-                variant.env.insert(key.to_owned(), value.to_owned());
-            }
+            variant.env.extend(env_pairs(&args.env)?);
             let plain = std::fs::read(&args.component).with_context(|| format!("read {}", args.component.display()))?;
             let started = std::time::Instant::now();
             let bytes = eryx_host::preinit::preinitialize(&plain, &variant, &args.imports)?;
@@ -233,15 +241,9 @@ fn run() -> Result<ExitCode> {
                 let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
                 dirs.push((PathBuf::from(host), guest.to_owned()));
             }
-            let mut env = Vec::new();
-            for pair in &args.env {
-                let (key, value) =
-                    pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--env {pair}: expected KEY=VALUE"))?;
-                env.push((key.to_owned(), value.to_owned()));
-            }
             let invocation = Invocation {
                 args: args.args,
-                env,
+                env: env_pairs(&args.env)?,
                 dirs,
                 timeout: Duration::from_millis(args.timeout_ms),
                 memory_bytes: args.memory_mib << 20,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, ComponentType, HasSelf, Instance, Lift, Linker, ResourceTable, WasmList};
+use wasmtime::component::{Component, ComponentType, Instance, Lift, Linker, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
@@ -89,20 +89,10 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
         .insecure_random_seed(0)
         .wall_clock(StoppedWallClock)
         .monotonic_clock(StoppedMonotonicClock);
-    let state = State {
-        wasi: wasi.build(),
-        table: ResourceTable::new(),
-        callbacks: crate::callbacks::CallbackRunner::new(std::sync::Arc::new(Callbacks::new())),
-        traces: crate::TraceBuffer::default(),
-        calls: crate::CallAccounting::default(),
-        limits: crate::MemoryLimiter::new(PREINIT_MEMORY_BYTES),
-    };
-    let mut store = Store::new(&engine, state);
+    let mut store = Store::new(&engine, State::new(wasi.build(), std::sync::Arc::new(Callbacks::new()), PREINIT_MEMORY_BYTES));
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(u64::MAX / 2);
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    let mut linker = crate::sandbox_linker(&engine)?;
     settle_file_metadata(&mut linker)?;
     let instance = linker.instantiate(&mut store, &component).map_err(anyhow::Error::from).context("instantiate the instrumented component")?;
     let sandbox = bindings::Sandbox::new(&mut store, &instance)?;
@@ -110,7 +100,7 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
         let said = String::from_utf8_lossy(&guest_stderr.contents()).trim().to_owned();
         anyhow::anyhow!("the pre-initialisation trapped: {said}\n{error:?}")
     };
-    let options = bindings::ExecuteOptions { max_output_bytes: 1 << 20, trace: false };
+    let options = bindings::ExecuteOptions { max_output_bytes: crate::Limits::default().max_output_bytes, trace: false };
     match sandbox.call_execute(&mut store, &code, options).map_err(explain)? {
         Ok(_) => {}
         Err(error) => bail!("the pre-initialisation failed:\n{}", error.traceback),

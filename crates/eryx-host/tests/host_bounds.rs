@@ -11,14 +11,7 @@ use eryx_host::{Callbacks, Limits, Runtime};
 
 /// The resident memory of this process, in bytes.
 fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|number| number.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
+    eryx_host::bench::memory_kib().expect("the resident memory of this process").0 * 1024
 }
 
 /// Guest code that floods every channel it can reach (stdout, stderr, its own stderr
