@@ -392,13 +392,14 @@ fn precompile_step(
     inputs.file(component)?.file(&workspace.path(ENGINE_SOURCE))?.text("wasmtime", &linking.wasmtime);
     runner.step(&format!("{}: precompile", variant.name), &inputs, &[output, &sidecar], || {
         let mut command = crate::conformance::host_command(workspace, sources);
-        command.arg("precompile").arg("--component").arg(component).arg("--out").arg(output);
+        command.arg("precompile").arg("--component").arg(component).arg("--out").arg(output).arg("--info").arg(&sidecar);
         crate::conformance::exec(command, "eryx-host precompile")
     })?;
     Ok(())
 }
 
-/// Where `eryx-host precompile` writes what an artifact was compiled for.
+/// Where the build keeps what a precompiled artifact was compiled for (`eryx-host precompile
+/// --info`).
 fn precompiled_info_path(artifact: &Path) -> PathBuf {
     let mut path = artifact.as_os_str().to_owned();
     path.push(".json");

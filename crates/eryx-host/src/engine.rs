@@ -76,16 +76,16 @@ pub fn compatibility_hash(engine: &Engine) -> String {
 }
 
 /// Precompiles the sandbox component at `component` with [`precompile_engine`] into `out`,
-/// and writes `out.json`: the target, CPU baseline and compatibility hash it was made for.
-pub fn precompile(component: &std::path::Path, out: &std::path::Path) -> Result<()> {
+/// and writes `info`: the target, CPU baseline and compatibility hash it was made for.
+pub fn precompile(component: &std::path::Path, out: &std::path::Path, info: &std::path::Path) -> Result<()> {
     let bytes = std::fs::read(component).with_context(|| format!("read {}", component.display()))?;
     eryx_interface::check_component(&bytes, &component.display().to_string())?;
-    precompile_unchecked(component, &bytes, out)
+    precompile_unchecked(component, &bytes, out, info)
 }
 
 /// [`precompile`] of `bytes` (read from `component`) without the world check (tests make
 /// artifacts of other worlds).
-fn precompile_unchecked(component: &std::path::Path, bytes: &[u8], out: &std::path::Path) -> Result<()> {
+fn precompile_unchecked(component: &std::path::Path, bytes: &[u8], out: &std::path::Path, info_path: &std::path::Path) -> Result<()> {
     let engine = precompile_engine()?;
     let started = std::time::Instant::now();
     let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from).with_context(|| format!("precompile {}", component.display()))?;
@@ -94,10 +94,8 @@ fn precompile_unchecked(component: &std::path::Path, bytes: &[u8], out: &std::pa
         "cpu": PRECOMPILED_CPU,
         "compatibility_hash": compatibility_hash(&engine),
     });
-    let mut sidecar = out.as_os_str().to_owned();
-    sidecar.push(".json");
     crate::write_atomic(out, &compiled)?;
-    crate::write_atomic(std::path::Path::new(&sidecar), format!("{info:#}\n").as_bytes())?;
+    crate::write_atomic(info_path, format!("{info:#}\n").as_bytes())?;
     eprintln!(
         "precompiled {} for {PRECOMPILED_TARGET} ({PRECOMPILED_CPU}) in {:.1}s: {:.1} MiB",
         component.display(),
@@ -119,7 +117,7 @@ mod tests {
         let component = directory.path().join("runtime-test.wasm");
         std::fs::write(&component, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
         let artifact = directory.path().join("runtime-test.cwasm");
-        precompile(&component, &artifact).unwrap();
+        precompile(&component, &artifact, &directory.path().join("runtime-test.cwasm.json")).unwrap();
         let info: serde_json::Value =
             serde_json::from_slice(&std::fs::read(directory.path().join("runtime-test.cwasm.json")).unwrap()).unwrap();
         assert_eq!(info["cpu"], "x86-64-v2");
@@ -165,7 +163,8 @@ mod tests {
         let wit = eryx_interface::test_components::without_line("export clear-state:");
         std::fs::write(&component, eryx_interface::test_components::component_for(&wit)).unwrap();
         let artifact = directory.path().join("runtime-old.cwasm");
-        precompile_unchecked(&component, &std::fs::read(&component).unwrap(), &artifact).unwrap();
+        let info = directory.path().join("runtime-old.cwasm.json");
+        precompile_unchecked(&component, &std::fs::read(&component).unwrap(), &artifact, &info).unwrap();
         let mut variant = crate::VariantEntry::for_component(&component);
         variant.precompiled = Some(Precompiled {
             sha256: eryx_interface::files::sha256_file(&artifact).unwrap(),

@@ -48,13 +48,15 @@ enum Command {
     Bench(eryx_host::bench::Args),
     /// Build step: pre-initialise a sandbox component (run by `cargo xtask build-runtime`)
     Preinit(PreinitArgs),
-    /// Build step: precompile a sandbox component for the portable CPU baseline, writing
-    /// OUT and OUT.json (run by `cargo xtask build-runtime`)
+    /// Build step: precompile a sandbox component for the portable CPU baseline into OUT,
+    /// and what it was compiled for (JSON) into INFO (run by `cargo xtask build-runtime`)
     Precompile {
         #[arg(long)]
         component: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long)]
+        info: PathBuf,
     },
 }
 
@@ -222,8 +224,8 @@ fn run() -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Precompile { component, out } => {
-            eryx_host::engine::precompile(&component, &out)?;
+        Command::Precompile { component, out, info } => {
+            eryx_host::engine::precompile(&component, &out, &info)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
