@@ -1,9 +1,16 @@
 """The Python half of every eryx guest (CPython and RustPython alike).
 
-The Rust backend creates the module `_eryx_runtime`, injects four host functions and then
+The Rust backend creates the module `_eryx_runtime`, injects the host functions and then
 runs this file in it:
 
-- `_host_invoke(name, arguments_json) -> (ok, text)` calls the world's `invoke` import;
+- `_host_invoke(name, arguments_json) -> (0, ok, text)` calls the world's `invoke` import and
+  waits for its answer;
+- `_host_start(name, arguments_json) -> (handle, ok, text)` starts an `invoke` call: handle 0
+  when it answered at once (with `ok` and the text), else the handle of the pending call;
+- `_host_timer(nanoseconds) -> (handle, ok, text)` starts a host timer the same way;
+- `_host_wait(block) -> (handle, ok, text) | None` answers the next pending call to finish
+  (waiting for one with `block`), None when none is pending (or none has finished yet);
+- `_host_cancel(handle)` cancels a pending call;
 - `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`;
 - `_host_report_trace(lineno, event_json, context_json)`;
 - `_host_finish_preinit() -> bool` resets the WASI state a snapshot must not keep (once).
@@ -27,6 +34,8 @@ import __main__
 # a function defined by an earlier `execute` shows that execute's source line.
 USER_FILENAME_PREFIX = "<execute-"
 _execute_count = 0
+# `ast.PyCF_ALLOW_TOP_LEVEL_AWAIT` (without importing `ast`).
+_ALLOW_TOP_LEVEL_AWAIT = 0x2000
 
 
 def _is_user_file(filename):
@@ -51,7 +60,19 @@ def invoke(name, /, **kwargs):
 
     Every argument must be JSON: numbers (integers of any size; finite floats), strings,
     booleans, None, and lists and dicts (with string keys) of those.
+
+    Inside a running asyncio event loop it returns an awaitable instead (`await invoke(...)`),
+    so several callbacks can be pending at once (`asyncio.gather`) while the host runs them.
     """
+    arguments = _arguments_json(name, kwargs)
+    loop = _running_loop()
+    if loop is not None:
+        return _start(loop, name, arguments)
+    _, ok, text = _host_invoke(name, arguments)
+    return _answer(name, ok, text)
+
+
+def _arguments_json(name, kwargs):
     try:
         arguments = json.dumps(kwargs, allow_nan=False, ensure_ascii=False)
         if _utf8(arguments) is not arguments:
@@ -67,10 +88,80 @@ def invoke(name, /, **kwargs):
                     f"callback {name!r}: argument {key!r} cannot be sent to the host as JSON: {caught}"
                 ) from None
         raise
-    ok, text = _host_invoke(name, arguments)
+    return arguments
+
+
+def _answer(name, ok, text):
     if not ok:
         raise CallbackError(f"callback {name!r} failed: {text}")
     return json.loads(text)
+
+
+# The pending host calls of the running `execute`: handle -> (future, callback name).
+_waiting = {}
+
+
+def _running_loop():
+    """The running asyncio event loop, if any (without importing asyncio)."""
+    events = sys.modules.get("asyncio.events")
+    return None if events is None else events._get_running_loop()
+
+
+def _start(loop, name, arguments):
+    """Starts a host call for code running in `loop`; answers a future of its result."""
+    future = loop.create_future()
+    if not isinstance(getattr(loop, "_selector", None), _HostSelector):
+        # A loop that does not wait through this module (a custom one): the call is made
+        # now, so the result is right, only not concurrent.
+        _, ok, text = _host_invoke(name, arguments)
+        _settle(future, name, ok, text)
+        return future
+    handle, ok, text = _host_start(name, arguments)
+    if handle == 0:
+        _settle(future, name, ok, text)
+        return future
+    _waiting[handle] = (future, name)
+    future.add_done_callback(lambda done: _forget(handle, done))
+    return future
+
+
+def _settle(future, name, ok, text):
+    if future.done():
+        return
+    try:
+        future.set_result(_answer(name, ok, text))
+    except Exception as caught:
+        future.set_exception(caught)
+
+
+def _forget(handle, future):
+    """A future of a host call is done: when it was cancelled, so is the host call."""
+    if _waiting.pop(handle, None) is not None and future.cancelled():
+        _host_cancel(handle)
+
+
+def _deliver(handle, ok, text):
+    entry = _waiting.pop(handle, None)
+    if entry is not None:
+        _settle(entry[0], entry[1], ok, text)
+
+
+def _wait_for_host(timeout):
+    """Waits until a pending host call finishes or `timeout` seconds pass (None: no limit;
+    0: only collect what has finished), and settles the futures of the finished calls."""
+    if timeout is None or timeout > 0:
+        timer = 0
+        if timeout is not None:
+            timer, _, _ = _host_timer(max(1, int(timeout * 1e9)))
+        finished = _host_wait(True) if timer or timeout is None else None
+        if finished is not None and finished[0] != timer:
+            _deliver(*finished)
+            if timer:
+                _host_cancel(timer)
+    finished = _host_wait(False)
+    while finished is not None:
+        _deliver(*finished)
+        finished = _host_wait(False)
 
 
 def _escape_surrogates(value):
@@ -173,7 +264,9 @@ class _SelfPipelessEventLoops:
     A selector loop opens a socket pair (its "self-pipe") so other threads can wake it.
     The sandbox has no sockets and the guest has one thread, so the self-pipe is both
     impossible and unneeded: once `asyncio.selector_events` is first imported, its loop
-    class is patched to run without one. This finder only watches for that import.
+    class is patched to run without one, and to wait through `_HostSelector` (so pending
+    host calls are waited for with the loop's timers). This finder only watches for that
+    import.
     """
 
     def find_spec(self, name, path, target=None):
@@ -187,7 +280,7 @@ class _SelfPipelessEventLoops:
             return spec
         # A wrapping loader rather than a patched one: the original loader may be shared
         # by other modules (RustPython's frozen-module importer is a class).
-        spec.loader = _PatchingLoader(spec.loader, _drop_self_pipe)
+        spec.loader = _PatchingLoader(spec.loader, _adapt_selector_loops)
         return spec
 
 
@@ -206,7 +299,7 @@ class _PatchingLoader:
         self._patch(module)
 
 
-def _drop_self_pipe(module):
+def _adapt_selector_loops(module):
     loop_class = module.BaseSelectorEventLoop
 
     def make_self_pipe(loop):
@@ -214,6 +307,48 @@ def _drop_self_pipe(module):
 
     loop_class._make_self_pipe = make_self_pipe
     loop_class._close_self_pipe = lambda loop: None
+    original_init = loop_class.__init__
+
+    def init(loop, selector=None):
+        original_init(loop, _HostSelector() if selector is None else selector)
+
+    loop_class.__init__ = init
+
+
+class _HostSelector:
+    """The selector of the sandbox's event loops: where asyncio would wait for file
+    descriptors, it waits for pending host calls too (settling their futures), with the
+    loop's timeout (the next timer) as a host timer beside them."""
+
+    def __init__(self):
+        import selectors
+
+        self._inner = selectors.DefaultSelector()
+
+    def register(self, fileobj, events, data=None):
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj):
+        return self._inner.unregister(fileobj)
+
+    def modify(self, fileobj, events, data=None):
+        return self._inner.modify(fileobj, events, data)
+
+    def get_key(self, fileobj):
+        return self._inner.get_key(fileobj)
+
+    def get_map(self):
+        return self._inner.get_map()
+
+    def close(self):
+        self._inner.close()
+
+    def select(self, timeout=None):
+        if not _waiting:
+            return self._inner.select(timeout)
+        ready = self._inner.select(0) if self._inner.get_map() else []
+        _wait_for_host(0 if ready else timeout)
+        return ready
 
 
 sys.meta_path.insert(0, _SelfPipelessEventLoops())
@@ -372,11 +507,16 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
         _execute_count += 1
         filename = f"{USER_FILENAME_PREFIX}{_execute_count}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        compiled = compile(code, filename, "exec")
+        compiled = compile(code, filename, "exec", flags=_ALLOW_TOP_LEVEL_AWAIT)
         if trace:
             sys.settrace(_tracer)
         try:
-            exec(compiled, _user_globals)
+            # Code with a top-level `await` evaluates to a coroutine: run it to its end.
+            result = eval(compiled, _user_globals)
+            if isinstance(result, types.CoroutineType):
+                import asyncio
+
+                asyncio.run(result)
         finally:
             if trace:
                 sys.settrace(None)
@@ -395,6 +535,8 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
         except Exception:
             pass
         sys.stdout, sys.stderr = saved
+        # Host calls still pending are cancelled when the export ends.
+        _waiting.clear()
     truncated = bool(stdout.dropped or stderr.dropped)
     return stdout.getvalue(), stderr.getvalue(), truncated, None if error is None else _utf8(error)
 
@@ -524,6 +666,8 @@ def _reset_main():
     for filename in [filename for filename in linecache.cache if _is_user_file(filename)]:
         del linecache.cache[filename]
     _execute_count = 0
+# `ast.PyCF_ALLOW_TOP_LEVEL_AWAIT` (without importing `ast`).
+_ALLOW_TOP_LEVEL_AWAIT = 0x2000
 
 
 def clear():

@@ -25,8 +25,8 @@ pub struct ImportFunc {
     interface: *const c_char,
     name: *const c_char,
     implementation: Option<unsafe extern "C" fn(cx: *mut u8)>,
-    async_impl: *const u8,
-    async_lift_impl: *const u8,
+    async_impl: Option<unsafe extern "C" fn(cx: *mut u8, area: *mut u8) -> u32>,
+    async_lift_impl: Option<unsafe extern "C" fn(cx: *mut u8, area: *mut u8)>,
     nparams: usize,
     params: *const WitType,
     result: WitType,
@@ -38,7 +38,7 @@ pub struct ImportFunc {
 pub struct ExportFunc {
     interface: *const c_char,
     name: *const c_char,
-    task_return: *const u8,
+    task_return: Option<unsafe extern "C" fn(cx: *mut u8)>,
     nparams: usize,
     params: *const WitType,
     result: WitType,
@@ -164,12 +164,29 @@ impl ImportFunc {
     pub fn result(&self) -> WitType {
         self.result
     }
+    /// The thunk that starts an async call (`async func` imports only).
+    pub fn async_impl(&self) -> Option<unsafe extern "C" fn(cx: *mut u8, area: *mut u8) -> u32> {
+        self.async_impl
+    }
+    /// The thunk that lifts an async call's result from its area once it returned.
+    pub fn async_lift_impl(&self) -> Option<unsafe extern "C" fn(cx: *mut u8, area: *mut u8)> {
+        self.async_lift_impl
+    }
+    /// The size and alignment of the memory an async call lowers into (0, 1 for none).
+    pub fn async_area_layout(&self) -> (usize, usize) {
+        (self.async_abi_area_size, self.async_abi_area_align.max(1))
+    }
 }
 
 impl ExportFunc {
     pub fn name(&self) -> &'static str {
         // SAFETY: a metadata name (see the module's comment).
         unsafe { c_str(self.name) }
+    }
+    /// The `task.return` thunk of an async export: it pops the result from `cx` and
+    /// delivers it to the caller.
+    pub fn task_return(&self) -> Option<unsafe extern "C" fn(cx: *mut u8)> {
+        self.task_return
     }
 }
 

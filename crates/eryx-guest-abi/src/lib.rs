@@ -4,11 +4,13 @@
 //! calling `wit_dylib_push_*` / `wit_dylib_pop_*` on a context we own. This crate implements
 //! those functions over a stack of [`Value`]s, dispatches the world's four exports to a
 //! [`Backend`] through one function ([`dispatch`]), and calls the world's imports for the
-//! backend ([`invoke`], [`list_callbacks`], [`report_trace`]).
+//! backend ([`calls`] for the asynchronous `invoke` and `timer`, [`list_callbacks`],
+//! [`report_trace`]).
 //!
 //! A guest crate implements [`Backend`] for its Python and names its constructor with
 //! [`export_backend!`]. The guest is single-threaded: the backend lives in a thread-local.
 
+pub mod calls;
 mod ffi;
 mod stack;
 
@@ -233,8 +235,8 @@ pub fn finish_preinit() -> bool {
     true
 }
 
-/// Calls the world's import `name` with `args` (in declaration order) and returns its
-/// result, if it has one.
+/// Calls the world's synchronous import `name` with `args` (in declaration order) and
+/// returns its result, if it has one.
 fn call_import(name: &str, args: Vec<Value>) -> Option<Value> {
     let function = wit()
         .import_funcs()
@@ -253,19 +255,6 @@ fn call_import(name: &str, args: Vec<Value>) -> Option<Value> {
         None
     } else {
         Some(cx.stack.pop().expect("import result was not pushed"))
-    }
-}
-
-/// Calls the host callback `name` with a JSON object of keyword arguments.
-pub fn invoke(name: &str, arguments_json: &str) -> Result<String, String> {
-    let result = call_import(
-        "invoke",
-        vec![Value::String(name.to_owned()), Value::String(arguments_json.to_owned())],
-    );
-    match result {
-        Some(Value::Result(Ok(Some(payload)))) => Ok(payload.into_string()),
-        Some(Value::Result(Err(Some(payload)))) => Err(payload.into_string()),
-        other => panic!("invoke returned an unexpected value {other:?}"),
     }
 }
 

@@ -71,7 +71,7 @@ pub fn wit() -> &'static Wit {
 
 /// The `cx` of one import or export call.
 #[derive(Default)]
-pub struct Context {
+pub(crate) struct Context {
     pub stack: Vec<Value>,
     /// Buffers whose pointers were handed to the bindings while popping.
     keep_alive: Vec<Vec<u8>>,
@@ -202,16 +202,33 @@ pub unsafe extern "C" fn wit_dylib_export_finish(cx_pointer: *mut u8, _which: us
     drop(unsafe { Box::from_raw(cx_pointer as *mut Context) });
 }
 
-// The bindings import the async entry points whatever the world; the eryx world is
-// synchronous, so they are never called.
+/// An async export (`execute`): runs to the end without returning to the host in between
+/// (the guest waits for its pending calls inside, see [`crate::calls`]), delivers the result
+/// with `task.return` and says it is done.
 #[no_mangle]
-pub extern "C" fn wit_dylib_export_async_call(_cx: *mut u8, _which: usize) -> u32 {
-    panic!("the eryx world has no async exports");
+pub unsafe extern "C" fn wit_dylib_export_async_call(cx_pointer: *mut u8, which: usize) -> u32 {
+    // SAFETY: created by `wit_dylib_export_start`; an async export's call owns it.
+    let mut context = unsafe { Box::from_raw(cx_pointer as *mut Context) };
+    let function = &wit().export_funcs()[which];
+    let args = std::mem::take(&mut context.stack);
+    let result = {
+        let _export = crate::calls::AsyncExport::begin();
+        crate::dispatch(function.name(), args)
+    };
+    if let Some(result) = result {
+        context.stack.push(result);
+    }
+    let task_return = function.task_return().expect("an async export has a task.return thunk");
+    // SAFETY: the bindings' thunk for this export, given this call's context; it lowers
+    // the result and hands it to the caller before returning.
+    unsafe { task_return(&mut *context as *mut Context as *mut u8) };
+    crate::calls::CALLBACK_CODE_EXIT
 }
 
+/// Called only after an async export answered `WAIT` or `YIELD`, which this guest never does.
 #[no_mangle]
-pub extern "C" fn wit_dylib_export_async_callback(_event: u32, _a: u32, _b: u32, _which: usize) -> u32 {
-    panic!("the eryx world has no async exports");
+pub extern "C" fn wit_dylib_export_async_callback(event: u32, _a: u32, _b: u32, _which: usize) -> u32 {
+    panic!("an async export was called back (event {event}), but this guest never leaves one unfinished");
 }
 
 #[no_mangle]

@@ -1,12 +1,26 @@
 //! Host callbacks: named functions with a description and a JSON-schema string for their
-//! keyword arguments, called with a JSON object and returning JSON or an error text.
+//! keyword arguments, called with a JSON object and returning JSON or an error text. A
+//! callback is synchronous (run on a blocking thread of the host's async runtime, so a slow
+//! one holds up nothing else) or asynchronous (a future on that runtime); several calls of one
+//! sandbox may be pending at once.
 
-use std::sync::Arc;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-type Handler = Box<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+type SyncHandler = dyn Fn(Value) -> Result<Value, String> + Send + Sync;
+/// The future of one asynchronous callback call.
+pub type CallbackFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+type AsyncHandler = dyn Fn(Value) -> CallbackFuture + Send + Sync;
+
+#[derive(Clone)]
+enum Handler {
+    Sync(Arc<SyncHandler>),
+    Async(Arc<AsyncHandler>),
+}
 
 pub struct Callback {
     pub name: String,
@@ -33,7 +47,8 @@ impl Callbacks {
         Callbacks::default()
     }
 
-    /// Adds a callback; `parameters_schema` is a JSON-schema object for the keyword arguments.
+    /// Adds a synchronous callback; `parameters_schema` is a JSON-schema object for the
+    /// keyword arguments.
     pub fn register(
         &mut self,
         name: &str,
@@ -41,13 +56,33 @@ impl Callbacks {
         parameters_schema: Value,
         handler: impl Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
     ) -> &mut Self {
+        self.insert(name, description, parameters_schema, Handler::Sync(Arc::new(handler)))
+    }
+
+    /// Adds an asynchronous callback: `handler` answers a future, run on the host's tokio
+    /// runtime (so it may use tokio's timers and I/O).
+    pub fn register_async<F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        parameters_schema: Value,
+        handler: impl Fn(Value) -> F + Send + Sync + 'static,
+    ) -> &mut Self
+    where
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let handler = move |arguments| -> CallbackFuture { Box::pin(handler(arguments)) };
+        self.insert(name, description, parameters_schema, Handler::Async(Arc::new(handler)))
+    }
+
+    fn insert(&mut self, name: &str, description: &str, parameters_schema: Value, handler: Handler) -> &mut Self {
         self.by_name.insert(
             name.to_owned(),
             Callback {
                 name: name.to_owned(),
                 description: description.to_owned(),
                 parameters_schema_json: parameters_schema.to_string(),
-                handler: Box::new(handler),
+                handler,
             },
         );
         self
@@ -57,15 +92,33 @@ impl Callbacks {
         self.by_name.values()
     }
 
-    /// Serves the world's `invoke` import.
-    pub fn invoke(&self, name: &str, arguments_json: &str) -> Result<String, String> {
+    /// Serves the world's `invoke` import: the future of the callback's JSON result (or error
+    /// text). It must be polled inside a tokio runtime; dropping it abandons the call (an
+    /// asynchronous callback is cancelled, a synchronous one finishes on its thread unheard).
+    pub fn invoke(&self, name: &str, arguments_json: &str) -> impl Future<Output = Result<String, String>> + Send + 'static {
+        let name = name.to_owned();
+        let call = self.start(&name, arguments_json);
+        async move {
+            let task = call?;
+            match Abandon(task).await {
+                Ok(result) => result.map(|value| value.to_string()),
+                Err(error) if error.is_panic() => Err(format!("callback `{name}` panicked")),
+                Err(error) => Err(format!("callback `{name}` was cancelled ({error})")),
+            }
+        }
+    }
+
+    fn start(&self, name: &str, arguments_json: &str) -> Result<tokio::task::JoinHandle<Result<Value, String>>, String> {
         let Some(callback) = self.by_name.get(name) else {
             let known = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(format!("unknown callback `{name}` (known callbacks: {known})"));
         };
         let arguments: Value = serde_json::from_str(arguments_json)
             .map_err(|error| format!("callback `{name}`: the arguments are not JSON: {error}"))?;
-        (callback.handler)(arguments).map(|result| result.to_string())
+        Ok(match callback.handler.clone() {
+            Handler::Sync(handler) => tokio::task::spawn_blocking(move || handler(arguments)),
+            Handler::Async(handler) => tokio::spawn(handler(arguments)),
+        })
     }
 
     /// The callbacks every conformance case gets, also offered by `cargo xtask run`.
@@ -125,13 +178,13 @@ impl Callbacks {
             .register("greet.loudly", "Greets `name` loudly.", one_string("name"), move |arguments| {
                 Ok(json!(format!("HELLO {}", text(&arguments, "name")?.to_uppercase())))
             })
-            .register(
+            .register_async(
                 "sleep",
-                "Waits `ms` milliseconds on the host, then returns them.",
+                "Waits `ms` milliseconds on the host (without holding a thread), then returns them.",
                 json!({"type": "object", "properties": {"ms": {"type": "integer"}}, "required": ["ms"]}),
-                |arguments| {
+                |arguments| async move {
                     let ms = arguments.get("ms").and_then(Value::as_u64).ok_or("argument `ms` must be a non-negative integer")?;
-                    std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+                    tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
                     Ok(json!(ms))
                 },
             )
@@ -146,89 +199,72 @@ impl Callbacks {
 mod tests {
     use super::*;
 
+    /// Calls `callbacks` the way a sandbox does, on a runtime of its own.
+    trait Blocking {
+        fn call(&self, name: &str, arguments_json: &str) -> Result<String, String>;
+    }
+
+    impl Blocking for Callbacks {
+        fn call(&self, name: &str, arguments_json: &str) -> Result<String, String> {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            runtime.block_on(self.invoke(name, arguments_json))
+        }
+    }
+
+    #[test]
+    fn async_callbacks_are_awaited_and_sync_ones_run_beside_them() {
+        let mut callbacks = Callbacks::standard();
+        callbacks.register_async("later", "", json!({}), |arguments| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            Ok(arguments)
+        });
+        assert_eq!(callbacks.call("sleep", r#"{"ms": 5}"#), Ok("5".into()));
+        assert_eq!(callbacks.call("later", r#"{"x": 1}"#), Ok(r#"{"x":1}"#.into()));
+        callbacks.register("panics", "", json!({}), |_| panic!("inside"));
+        assert_eq!(callbacks.call("panics", "{}"), Err("callback `panics` panicked".into()));
+    }
+
     #[test]
     fn standard_callbacks_answer_as_the_case_format_promises() {
         let callbacks = Callbacks::standard();
-        assert_eq!(callbacks.invoke("add", r#"{"a": 10, "b": 32}"#), Ok("42".into()));
-        assert_eq!(callbacks.invoke("add", r#"{"a": 0.5, "b": 1}"#), Ok("1.5".into()));
-        assert_eq!(callbacks.invoke("echo", r#"{"x": [1, "y"]}"#), Ok(r#"{"x":[1,"y"]}"#.into()));
-        assert_eq!(callbacks.invoke("http.get", r#"{"url": "u"}"#), Ok(r#"{"status":200,"url":"u"}"#.into()));
+        assert_eq!(callbacks.call("add", r#"{"a": 10, "b": 32}"#), Ok("42".into()));
+        assert_eq!(callbacks.call("add", r#"{"a": 0.5, "b": 1}"#), Ok("1.5".into()));
+        assert_eq!(callbacks.call("echo", r#"{"x": [1, "y"]}"#), Ok(r#"{"x":[1,"y"]}"#.into()));
+        assert_eq!(callbacks.call("http.get", r#"{"url": "u"}"#), Ok(r#"{"status":200,"url":"u"}"#.into()));
         // Integers of any size come back exactly; a sum JSON cannot carry is an error.
         let huge = r#"{"n":1180591620717411303425}"#;
-        assert_eq!(callbacks.invoke("echo", huge), Ok(huge.into()));
-        let error = callbacks.invoke("add", r#"{"a": 1e308, "b": 1e308}"#).unwrap_err();
+        assert_eq!(callbacks.call("echo", huge), Ok(huge.into()));
+        let error = callbacks.call("add", r#"{"a": 1e308, "b": 1e308}"#).unwrap_err();
         assert!(error.contains("not a finite number"), "{error}");
-        assert_eq!(callbacks.invoke("add", r#"{"a": 9007199254740993, "b": 0}"#), Ok("9007199254740993".into()));
-        assert_eq!(callbacks.invoke("fail", "{}"), Err("boom".into()));
-        let time: Value = serde_json::from_str(&callbacks.invoke("get_time", "{}").unwrap()).unwrap();
+        assert_eq!(callbacks.call("add", r#"{"a": 9007199254740993, "b": 0}"#), Ok("9007199254740993".into()));
+        assert_eq!(callbacks.call("fail", "{}"), Err("boom".into()));
+        let time: Value = serde_json::from_str(&callbacks.call("get_time", "{}").unwrap()).unwrap();
         assert!(time["timestamp"].as_f64().unwrap() > 1.7e9);
     }
 
     #[test]
     fn unknown_callbacks_and_bad_arguments_are_errors_with_their_cause() {
         let callbacks = Callbacks::standard();
-        let error = callbacks.invoke("nope", "{}").unwrap_err();
+        let error = callbacks.call("nope", "{}").unwrap_err();
         assert!(error.contains("unknown callback `nope`") && error.contains("add"), "{error}");
-        assert!(callbacks.invoke("add", "{").unwrap_err().contains("not JSON"));
-        assert!(callbacks.invoke("add", r#"{"a": "1", "b": 2}"#).unwrap_err().contains("`a`"));
+        assert!(callbacks.call("add", "{").unwrap_err().contains("not JSON"));
+        assert!(callbacks.call("add", r#"{"a": "1", "b": 2}"#).unwrap_err().contains("`a`"));
     }
 }
 
-type Request = (String, String, std::sync::mpsc::SyncSender<Result<String, String>>);
+/// A spawned callback call that is aborted when its awaiting future is dropped (a cancelled
+/// subtask, a timeout): an asynchronous callback then stops at its next await.
+struct Abandon<T>(tokio::task::JoinHandle<T>);
 
-/// Runs a sandbox's callbacks on a thread of their own and waits at most a timeout for each
-/// answer: a callback that hangs gives the guest an error instead of holding the sandbox
-/// forever. The thread is kept for the next call; one that is stuck in a callback is left
-/// to finish it (it ends then) and a new one serves the next call.
-pub(crate) struct CallbackRunner {
-    callbacks: Arc<Callbacks>,
-    requests: Option<std::sync::mpsc::Sender<Request>>,
+impl<T> Future for Abandon<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(mut self: Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(context)
+    }
 }
 
-impl CallbackRunner {
-    pub(crate) fn new(callbacks: Arc<Callbacks>) -> CallbackRunner {
-        CallbackRunner { callbacks, requests: None }
-    }
-
-    pub(crate) fn callbacks(&self) -> &Callbacks {
-        &self.callbacks
-    }
-
-    fn requests(&mut self) -> Result<&std::sync::mpsc::Sender<Request>, String> {
-        if self.requests.is_none() {
-            let (sender, receiver) = std::sync::mpsc::channel::<Request>();
-            let callbacks = self.callbacks.clone();
-            std::thread::Builder::new()
-                .name("eryx callbacks".into())
-                .spawn(move || {
-                    for (name, arguments_json, reply) in receiver {
-                        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callbacks.invoke(&name, &arguments_json)))
-                            .unwrap_or_else(|_| Err(format!("callback `{name}` panicked")));
-                        let _ = reply.send(answer);
-                    }
-                })
-                .map_err(|error| format!("the callback thread could not start: {error}"))?;
-            self.requests = Some(sender);
-        }
-        Ok(self.requests.as_ref().expect("just set"))
-    }
-
-    pub(crate) fn invoke(&mut self, name: &str, arguments_json: String, timeout: std::time::Duration) -> Result<String, String> {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        if self.requests()?.send((name.to_owned(), arguments_json, reply)).is_err() {
-            self.requests = None;
-            return Err(format!("callback `{name}`: the callback thread has ended"));
-        }
-        match answer.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                self.requests = None;
-                Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis()))
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                self.requests = None;
-                Err(format!("callback `{name}` ended its thread"))
-            }
-        }
+impl<T> Drop for Abandon<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -70,6 +70,10 @@ pub struct Expectations {
     pub truncated: bool,
     /// The trace of the code as `[line, type]` pairs; the step runs with tracing on.
     pub trace: Option<Vec<(u32, String)>>,
+    /// The host's record of when callbacks started and ended, in order, as `"start NAME"` and
+    /// `"end NAME"` (the step runs with tracing on; only the callback events are compared).
+    /// Concurrency shows as starts before ends.
+    pub callback_order: Option<Vec<String>>,
     /// Limits for the step (the host's defaults otherwise).
     pub max_output_bytes: Option<u64>,
     pub max_callbacks: Option<u32>,
@@ -93,6 +97,7 @@ impl Expectations {
             || self.stdout_length.is_some()
             || self.truncated
             || self.trace.is_some()
+            || self.callback_order.is_some()
             || self.max_output_bytes.is_some()
             || self.max_callbacks.is_some()
             || self.callback_timeout_ms.is_some()
@@ -131,6 +136,7 @@ const EXPECTATION_KEYS: &[&str] = &[
     "skipped",
     "truncated",
     "trace",
+    "callback_order",
     "max_output_bytes",
     "max_callbacks",
     "callback_timeout_ms",
@@ -379,25 +385,38 @@ fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) 
         limits.max_output_bytes = expect.max_output_bytes.unwrap_or(defaults.max_output_bytes);
         limits.max_callbacks = expect.max_callbacks.unwrap_or(defaults.max_callbacks);
         limits.callback_timeout = expect.callback_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.callback_timeout);
-        sandbox.set_trace(expect.trace.is_some());
+        let tracing = expect.trace.is_some() || expect.callback_order.is_some();
+        sandbox.set_trace(tracing);
         check(expect, sandbox.execute(code))?;
-        if expect.trace.is_none() && !sandbox.traces().is_empty() {
+        if !tracing && !sandbox.traces().is_empty() {
             return Err(format!("tracing was off, yet the execute reported {} trace events", sandbox.traces().len()));
         }
+        let events: Vec<(u32, serde_json::Value)> = sandbox
+            .traces()
+            .iter()
+            .map(|event| {
+                let value = serde_json::from_str::<serde_json::Value>(&event.event_json)
+                    .unwrap_or_else(|_| json!({"type": format!("<not JSON: {}>", event.event_json)}));
+                (event.lineno, value)
+            })
+            .collect();
+        let kind = |value: &serde_json::Value| value["type"].as_str().unwrap_or("<no type>").to_owned();
         if let Some(expected) = &expect.trace {
-            let actual: Vec<(u32, String)> = sandbox
-                .traces()
+            let actual: Vec<(u32, String)> = events.iter().map(|(line, value)| (*line, kind(value))).collect();
+            if actual != *expected {
+                return Err(format!("the trace was {actual:?}, expected {expected:?}"));
+            }
+        }
+        if let Some(expected) = &expect.callback_order {
+            let actual: Vec<String> = events
                 .iter()
-                .map(|event| {
-                    let kind = serde_json::from_str::<serde_json::Value>(&event.event_json)
-                        .ok()
-                        .and_then(|value| value["type"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| format!("<not JSON: {}>", event.event_json));
-                    (event.lineno, kind)
+                .filter_map(|(_, value)| {
+                    let phase = kind(value).strip_prefix("callback_")?.to_owned();
+                    Some(format!("{phase} {}", value["name"].as_str().unwrap_or("?")))
                 })
                 .collect();
             if actual != *expected {
-                return Err(format!("the trace was {actual:?}, expected {expected:?}"));
+                return Err(format!("the callbacks started and ended as {actual:?}, expected {expected:?}"));
             }
         }
         return Ok(());

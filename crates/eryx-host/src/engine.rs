@@ -13,9 +13,9 @@ use wasmtime::{Config, Engine};
 /// native stack: 4 MiB of it ran out first (a trap) for `json.dumps` of a list nested
 /// 100 000 deep, 7 MiB gave CPython's own `RecursionError`. 16 MiB leaves a margin.
 pub const MAX_WASM_STACK: usize = 16 << 20;
-/// The stack of the host thread a guest call runs on: the wasm stack and room for the host's
-/// own frames (only the pages touched are memory).
-pub const GUEST_THREAD_STACK: usize = MAX_WASM_STACK + (8 << 20);
+/// The stack of the fiber a guest call runs on: the wasm stack and room for the host's own
+/// frames (host functions run on it too); only the pages touched are memory.
+pub const GUEST_FIBER_STACK: usize = 2 * MAX_WASM_STACK;
 /// The CPU baseline of precompiled artifacts: any x86-64 machine of the last 15 years
 /// (SSE4.2, POPCNT, CMPXCHG16B). Compiling for the build machine's own features (AVX-512 and
 /// the like) would give artifacts that fail to load elsewhere.
@@ -23,23 +23,25 @@ pub const PRECOMPILED_CPU: &str = "x86-64-v2";
 /// The target precompiled artifacts are built for.
 pub const PRECOMPILED_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// The settings of a sandbox engine: component model, epoch interruption (the timeout),
-/// fuel when asked for, the stack limit.
+/// The settings of a sandbox engine: component model with its async ABI (the world's `invoke`
+/// and `timer` are async imports, `execute` an async export), epoch interruption (the
+/// timeout), fuel when asked for, the stack limit.
 pub fn sandbox_config(fuel: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
-    // wasmtime requires the async stack (wasmtime-wasi enables async support) to hold the
+    // Every guest call runs on a fiber (the exports are called async); its stack holds the
     // wasm stack, with room for host frames.
-    config.async_stack_size(2 * MAX_WASM_STACK);
+    config.async_stack_size(GUEST_FIBER_STACK);
     config.max_wasm_stack(MAX_WASM_STACK);
     config
 }
 
 /// A short text naming the settings of [`sandbox_config`], for cache keys.
 pub fn settings_label(fuel: bool) -> String {
-    format!("epoch=1;fuel={fuel};stack={MAX_WASM_STACK}")
+    format!("epoch=1;fuel={fuel};stack={MAX_WASM_STACK};cm-async=1")
 }
 
 /// The engine that precompiles artifacts: the sandbox settings without fuel, for

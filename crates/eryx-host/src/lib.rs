@@ -13,27 +13,31 @@ pub mod command;
 mod compile_cache;
 pub mod conformance;
 pub mod engine;
+pub mod journal;
 pub mod manifest;
 pub mod preinit;
 mod tail;
-mod worker;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Accessor, Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use callbacks::{Callback, Callbacks, TraceEvent};
+pub use journal::{Journal, JournalEntry};
 pub use manifest::{Manifest, VariantEntry};
 
 mod bindings {
     wasmtime::component::bindgen!({
         world: "sandbox",
         path: "../../wit",
+        // Every export is called with `call_async` (an async export needs it; the others
+        // then run the same way, on a fiber whose stack holds the wasm stack).
+        exports: { default: async },
     });
 }
 
@@ -43,8 +47,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 const GUEST_STDERR_BYTES: usize = 64 * 1024;
 /// How many sandboxes of one [`Runtime`] may be alive at once: the size of its instance
 /// pool. Each slot reserves address space (not memory) up front: about 4 GiB for the
-/// sandbox's one linear memory, so a runtime reserves about 2 TiB of the 128 TiB a Linux
-/// process has.
+/// sandbox's one linear memory and 32 MiB for the fiber stack its calls run on, so a runtime
+/// reserves about 2 TiB of the 128 TiB a Linux process has.
 pub const MAX_LIVE_SANDBOXES: u32 = 500;
 
 pub use eryx_interface::files::write_atomic;
@@ -152,11 +156,13 @@ impl ExecError {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    callbacks: callbacks::CallbackRunner,
+    callbacks: Arc<Callbacks>,
     traces: TraceBuffer,
     limits: MemoryLimiter,
     /// This execute's callback accounting and whether it traces.
     calls: CallAccounting,
+    /// Whether callback calls are recorded or replayed.
+    journal: journal::Mode,
 }
 
 impl State {
@@ -166,18 +172,79 @@ impl State {
         State {
             wasi,
             table: ResourceTable::new(),
-            callbacks: callbacks::CallbackRunner::new(callbacks),
+            callbacks,
             traces: TraceBuffer::default(),
             limits: MemoryLimiter::new(memory_bytes),
             calls: CallAccounting::default(),
+            journal: journal::Mode::Off,
         }
     }
+
+    /// Accounts for a callback call about to start and says where its answer comes from.
+    fn begin_callback(&mut self, name: &str, arguments_json: &str) -> (Option<usize>, Answer) {
+        let calls = &mut self.calls;
+        if calls.made >= calls.max {
+            return (None, Answer::Refused(format!("the callback limit of {} invocations per execute was reached", calls.max)));
+        }
+        calls.made += 1;
+        if calls.tracing {
+            self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
+        }
+        match &mut self.journal {
+            journal::Mode::Off => (None, Answer::Host(self.callbacks.clone(), self.calls.timeout)),
+            journal::Mode::Record(journal) => {
+                journal.calls.push(JournalEntry {
+                    name: name.to_owned(),
+                    arguments: journal::parse(arguments_json),
+                    result: None,
+                    error: None,
+                    duration_ms: 0.0,
+                });
+                (Some(journal.calls.len() - 1), Answer::Host(self.callbacks.clone(), self.calls.timeout))
+            }
+            journal::Mode::Replay(replay) => match replay.answer(name, arguments_json) {
+                Ok(recorded) => (None, Answer::Recorded(recorded)),
+                Err(difference) => (None, Answer::Recorded(Some(Err(difference)))),
+            },
+        }
+    }
+
+    /// Accounts for a callback call that answered (the journal entry `index` when recording).
+    fn end_callback(&mut self, index: Option<usize>, name: &str, answer: &Result<String, String>, duration: Duration) {
+        let duration_ms = duration.as_secs_f64() * 1000.0;
+        if self.calls.tracing {
+            self.traces.push_host(serde_json::json!({
+                "type": "callback_end",
+                "name": name,
+                "ok": answer.is_ok(),
+                "duration_ms": duration_ms,
+            }));
+        }
+        if let (Some(index), journal::Mode::Record(journal)) = (index, &mut self.journal) {
+            let entry = &mut journal.calls[index];
+            entry.duration_ms = duration_ms;
+            match answer {
+                Ok(text) => entry.result = Some(journal::parse(text)),
+                Err(text) => entry.error = Some(text.clone()),
+            }
+        }
+    }
+}
+
+/// Where a callback call's answer comes from.
+enum Answer {
+    /// Refused before it started (the callback limit).
+    Refused(String),
+    /// The host's callbacks, within the callback timeout.
+    Host(Arc<Callbacks>, Duration),
+    /// The journal being replayed (`None`: the recorded call never answered).
+    Recorded(Option<Result<String, String>>),
 }
 
 /// A linker with WASI and the world's imports, for sandbox components.
 fn sandbox_linker(engine: &Engine) -> Result<Linker<State>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
@@ -227,34 +294,32 @@ impl WasiView for State {
     }
 }
 
-impl bindings::SandboxImports for State {
-    fn invoke(&mut self, name: String, arguments_json: String) -> Result<String, String> {
-        let calls = &mut self.calls;
-        if calls.made >= calls.max {
-            return Err(format!("the callback limit of {} invocations per execute was reached", calls.max));
-        }
-        calls.made += 1;
-        let tracing = calls.tracing;
-        if tracing {
-            self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
-        }
+impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
+    async fn invoke(accessor: &Accessor<T, Self>, name: String, arguments_json: String) -> Result<String, String> {
+        let (index, source) = accessor.with(|mut access| access.get().begin_callback(&name, &arguments_json));
         let started = std::time::Instant::now();
-        let timeout = self.calls.timeout;
-        let result = self.callbacks.invoke(&name, arguments_json, timeout);
-        if tracing {
-            self.traces.push_host(serde_json::json!({
-                "type": "callback_end",
-                "name": name,
-                "ok": result.is_ok(),
-                "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-            }));
-        }
-        result
+        let answer = match source {
+            Answer::Refused(text) => return Err(text),
+            Answer::Host(callbacks, timeout) => match tokio::time::timeout(timeout, callbacks.invoke(&name, &arguments_json)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis())),
+            },
+            Answer::Recorded(Some(answer)) => answer,
+            // Cancelled in the recording before it answered: it does not answer now either.
+            Answer::Recorded(None) => std::future::pending().await,
+        };
+        accessor.with(|mut access| access.get().end_callback(index, &name, &answer, started.elapsed()));
+        answer
     }
 
+    async fn timer(_accessor: &Accessor<T, Self>, nanoseconds: u64) {
+        tokio::time::sleep(Duration::from_nanos(nanoseconds)).await;
+    }
+}
+
+impl bindings::SandboxImports for State {
     fn list_callbacks(&mut self) -> Vec<bindings::CallbackInfo> {
         self.callbacks
-            .callbacks()
             .list()
             .map(|callback| bindings::CallbackInfo {
                 name: callback.name.clone(),
@@ -372,13 +437,17 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
         .max_memories_per_component(1)
         .max_tables_per_component(2)
         .table_elements(100_000)
-        .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10));
+        .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10))
+        // A sandbox runs one guest call at a time, each on one fiber stack.
+        .total_stacks(MAX_LIVE_SANDBOXES);
     pool
 }
 
 /// A compiled variant, ready to create sandboxes.
 pub struct Runtime {
     engine: Engine,
+    /// Drives the sandboxes' calls, their async callbacks and timers.
+    tasks: Arc<tokio::runtime::Runtime>,
     pre: bindings::SandboxPre<State>,
     variant: VariantEntry,
     limits: Limits,
@@ -445,7 +514,7 @@ impl Runtime {
                 )
             })?;
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, pre, variant, limits, loaded })
+        Ok(Runtime { engine, tasks: Arc::new(task_runtime()?), pre, variant, limits, loaded })
     }
 
     /// A fresh sandbox with its own namespace.
@@ -456,6 +525,8 @@ impl Runtime {
         // reason of a guest panic; it is kept to explain traps.
         let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
         wasi.stderr(guest_stderr.clone());
+        // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
+        wasi.allow_blocking_current_thread(true);
         let mut store = Store::new(&self.engine, State::new(wasi.build(), callbacks, self.limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(u64::MAX / 2);
@@ -463,14 +534,37 @@ impl Runtime {
             // Instantiation runs the libraries' constructors, which burn fuel too.
             store.set_fuel(fuel)?;
         }
-        let instance = self.pre.instantiate(&mut store).map_err(anyhow::Error::from).context("instantiate the component")?;
-        let worker = worker::Worker::new("eryx guest", engine::GUEST_THREAD_STACK).context("start the sandbox's thread")?;
-        Ok(Sandbox { store, instance, limits: self.limits.clone(), poisoned: None, guest_stderr, trace: false, worker })
+        let instance = self
+            .tasks
+            .block_on(self.pre.instantiate_async(&mut store))
+            .map_err(anyhow::Error::from)
+            .context("instantiate the component")?;
+        Ok(Sandbox {
+            store,
+            instance,
+            tasks: self.tasks.clone(),
+            limits: self.limits.clone(),
+            poisoned: None,
+            guest_stderr,
+            trace: false,
+        })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+}
+
+/// The tokio runtime of one [`Runtime`]: one worker thread for async callbacks and timers,
+/// the blocking pool for synchronous callbacks; the calls into guests are driven by the
+/// threads that make them.
+fn task_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("eryx host")
+        .enable_time()
+        .build()
+        .context("start the host's task runtime")
 }
 
 /// Why a precompiled artifact was not loaded.
@@ -520,8 +614,8 @@ pub struct Sandbox {
     poisoned: Option<ExecError>,
     guest_stderr: tail::TailPipe,
     trace: bool,
-    /// The thread the sandbox's calls into the guest run on.
-    worker: worker::Worker,
+    /// The runtime's task runtime, which drives this sandbox's calls.
+    tasks: Arc<tokio::runtime::Runtime>,
 }
 
 impl Sandbox {
@@ -536,14 +630,20 @@ impl Sandbox {
         &mut self.limits
     }
 
-    /// Runs a call into the guest on a thread whose stack holds [`engine::MAX_WASM_STACK`]
-    /// of wasm frames with room to spare, whatever the caller's thread has (a test thread has
-    /// 2 MiB): deep recursion in the interpreter's C code then ends in its own
+    /// Runs a call into the guest to its end, or until the timeout: the guest runs on a fiber
+    /// whose stack holds [`engine::MAX_WASM_STACK`] of wasm frames with room to spare, whatever
+    /// the caller's thread has (deep recursion in the interpreter's C code then ends in its own
     /// `RecursionError`, or in wasmtime's stack-limit trap, never in an overflow of the host's
-    /// stack.
-    fn on_guest_stack<R: Send>(&mut self, call: impl FnOnce(&bindings::Sandbox, &mut Store<State>) -> R + Send) -> R {
-        let (instance, store) = (&self.instance, &mut self.store);
-        self.worker.run(move || call(instance, store))
+    /// stack). The epoch deadline stops guest code that runs too long; this timeout also stops
+    /// a guest that waits too long (on callbacks that do not answer).
+    fn block_on<R>(&mut self, call: impl AsyncFnOnce(&mut Store<State>, &bindings::Sandbox) -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+        let (store, instance, timeout) = (&mut self.store, &self.instance, self.limits.timeout);
+        self.tasks.block_on(async move {
+            match tokio::time::timeout(timeout, call(store, instance)).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+            }
+        })
     }
 
     fn arm(&mut self) -> Result<(), ExecError> {
@@ -598,7 +698,11 @@ impl Sandbox {
             tracing: self.trace,
         };
         let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
-        match self.on_guest_stack(|instance, store| instance.call_execute(store, code, options)) {
+        let code = code.to_owned();
+        let outcome = self.block_on(async move |store, instance| {
+            store.run_concurrent(async move |accessor| instance.call_execute(accessor, code, options).await).await?
+        });
+        match outcome {
             Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr, truncated: output.truncated }),
             Ok(Err(error)) => Err(ExecError::Python {
                 traceback: error.traceback,
@@ -612,7 +716,7 @@ impl Sandbox {
     /// names the ones it left out.
     pub fn snapshot(&mut self) -> Result<StateSnapshot, ExecError> {
         self.arm()?;
-        match self.on_guest_stack(|instance, store| instance.call_snapshot_state(store)) {
+        match self.block_on(async |store, instance| instance.call_snapshot_state(store).await) {
             Ok(result) => result
                 .map(|snapshot| StateSnapshot { data: snapshot.data, skipped: snapshot.skipped })
                 .map_err(ExecError::python),
@@ -625,7 +729,7 @@ impl Sandbox {
     /// sandbox).
     pub fn restore(&mut self, data: &[u8]) -> Result<Vec<String>, ExecError> {
         self.arm()?;
-        match self.on_guest_stack(|instance, store| instance.call_restore_state(store, data)) {
+        match self.block_on(async |store, instance| instance.call_restore_state(store, data).await) {
             Ok(result) => result.map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
         }
@@ -634,9 +738,38 @@ impl Sandbox {
     /// Removes every user global and brings back the builtins and the callbacks.
     pub fn clear(&mut self) -> Result<(), ExecError> {
         self.arm()?;
-        match self.on_guest_stack(|instance, store| instance.call_clear_state(store)) {
+        match self.block_on(async |store, instance| instance.call_clear_state(store).await) {
             Ok(result) => result.map_err(ExecError::python),
             Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Records the callback calls of the following executes, from now on (an empty journal).
+    pub fn record_callbacks(&mut self) {
+        self.store.data_mut().journal = journal::Mode::Record(Journal::default());
+    }
+
+    /// Answers the callback calls of the following executes from `journal`, in order,
+    /// without calling the host; a call that is not the journal's next one gets an error
+    /// naming the first difference (see [`Sandbox::replay_mismatch`]).
+    pub fn replay_callbacks(&mut self, journal: Journal) {
+        self.store.data_mut().journal = journal::Mode::Replay(journal::Replay::new(journal));
+    }
+
+    /// The callback calls recorded since [`Sandbox::record_callbacks`].
+    pub fn recorded_callbacks(&self) -> Option<&Journal> {
+        match &self.store.data().journal {
+            journal::Mode::Record(journal) => Some(journal),
+            _ => None,
+        }
+    }
+
+    /// Why a replay did not match: its first call that differed from the journal, or the
+    /// journal's calls that were not made. `None` when it matched (or nothing is replayed).
+    pub fn replay_mismatch(&self) -> Option<String> {
+        match &self.store.data().journal {
+            journal::Mode::Replay(replay) => replay.mismatch(),
+            _ => None,
         }
     }
 

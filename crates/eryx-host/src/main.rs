@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use eryx_host::command::{CommandRuntime, Invocation, Streams};
-use eryx_host::{cli_cases, conformance, Callbacks, Limits, Manifest, Runtime};
+use eryx_host::{cli_cases, conformance, Callbacks, Journal, Limits, Manifest, Runtime};
 use eryx_interface::flags::SandboxFlags;
 
 #[derive(Parser)]
@@ -144,6 +144,26 @@ fn run_code(manifest: &std::path::Path, variant: &str, code: &[String], flags: &
     let runtime = Runtime::new(entry, limits_of(flags), &manifest.compile_cache_dir())?;
     let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard()))?;
     sandbox.set_trace(flags.trace);
+    if let Some(path) = &flags.replay {
+        sandbox.replay_callbacks(Journal::load(path)?);
+    }
+    if flags.record.is_some() {
+        sandbox.record_callbacks();
+    }
+    let status = run_each(&mut sandbox, code, flags)?;
+    if let (Some(path), Some(journal)) = (&flags.record, sandbox.recorded_callbacks()) {
+        journal.save(path)?;
+        eprintln!("recorded {} callback call(s) into {}", journal.calls.len(), path.display());
+    }
+    if let Some(mismatch) = sandbox.replay_mismatch() {
+        eprintln!("error: the run did not match the callback journal: {mismatch}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(status)
+}
+
+/// Runs each piece of code as one execute; stops at the first that fails.
+fn run_each(sandbox: &mut eryx_host::Sandbox, code: &[String], flags: &SandboxFlags) -> Result<ExitCode> {
     for code in code {
         let result = sandbox.execute(code);
         let trace: Vec<serde_json::Value> = sandbox

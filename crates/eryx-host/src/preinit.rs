@@ -11,9 +11,6 @@
 //! `execute` (the `random` module's state); `hash()` of strings, seeded from the fixed source,
 //! is the same in every sandbox of one build.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -88,25 +85,31 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
         .insecure_random(Deterministic::new(seeded_bytes()))
         .insecure_random_seed(0)
         .wall_clock(StoppedWallClock)
-        .monotonic_clock(StoppedMonotonicClock);
+        .monotonic_clock(StoppedMonotonicClock)
+        .allow_blocking_current_thread(true);
     let mut store = Store::new(&engine, State::new(wasi.build(), std::sync::Arc::new(Callbacks::new()), PREINIT_MEMORY_BYTES));
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(u64::MAX / 2);
     let mut linker = crate::sandbox_linker(&engine)?;
     settle_file_metadata(&mut linker)?;
-    let instance = linker.instantiate(&mut store, &component).map_err(anyhow::Error::from).context("instantiate the instrumented component")?;
+    let tasks = tokio::runtime::Builder::new_current_thread().enable_time().build().context("start a task runtime")?;
+    let instance = tasks
+        .block_on(linker.instantiate_async(&mut store, &component))
+        .map_err(anyhow::Error::from)
+        .context("instantiate the instrumented component")?;
     let sandbox = bindings::Sandbox::new(&mut store, &instance)?;
     let explain = |error: wasmtime::Error| {
         let said = String::from_utf8_lossy(&guest_stderr.contents()).trim().to_owned();
         anyhow::anyhow!("the pre-initialisation trapped: {said}\n{error:?}")
     };
     let options = bindings::ExecuteOptions { max_output_bytes: crate::Limits::default().max_output_bytes, trace: false };
-    match sandbox.call_execute(&mut store, &code, options).map_err(explain)? {
+    let outcome = tasks.block_on(store.run_concurrent(async |accessor| sandbox.call_execute(accessor, code, options).await));
+    match outcome.and_then(|result| result).map_err(explain)? {
         Ok(_) => {}
         Err(error) => bail!("the pre-initialisation failed:\n{}", error.traceback),
     }
     let mut access = Access { store: &mut store, instance };
-    complete(wizer.snapshot_component(&context, &mut access))?.map_err(anyhow::Error::from).context("snapshot the component")
+    tasks.block_on(wizer.snapshot_component(&context, &mut access)).map_err(anyhow::Error::from).context("snapshot the component")
 }
 
 /// Replaces the filesystem functions whose answers depend on the build machine rather than
@@ -117,7 +120,7 @@ pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -
 fn settle_file_metadata(linker: &mut Linker<State>) -> Result<()> {
     use wasmtime::component::Resource;
     use wasmtime_wasi::filesystem::WasiFilesystemView;
-    use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
+    use wasmtime_wasi::p2::bindings::filesystem::types::{
         Datetime, Descriptor, DescriptorStat, ErrorCode, HostDescriptor, MetadataHashValue, PathFlags,
     };
     use wasmtime_wasi::p2::FsResult;
@@ -126,8 +129,8 @@ fn settle_file_metadata(linker: &mut Linker<State>) -> Result<()> {
         match result {
             Ok(value) => Ok((Ok(value),)),
             Err(error) => {
-                let code: wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode = error.downcast()?;
-                Ok((Err(code.into()),))
+                let code: ErrorCode = error.downcast()?;
+                Ok((Err(code),))
             }
         }
     }
@@ -148,77 +151,72 @@ fn settle_file_metadata(linker: &mut Linker<State>) -> Result<()> {
 
     linker.allow_shadowing(true);
     let mut types = linker.instance("wasi:filesystem/types@0.2.12")?;
-    types.func_wrap("[method]descriptor.stat", |mut store, (fd,): (Resource<Descriptor>,)| {
-        settle(HostDescriptor::stat(&mut store.data_mut().filesystem(), fd).map(fixed))
+    types.func_wrap_async("[method]descriptor.stat", |mut store, (fd,): (Resource<Descriptor>,)| {
+        Box::new(async move { settle(HostDescriptor::stat(&mut store.data_mut().filesystem(), fd).await.map(fixed)) })
     })?;
-    types.func_wrap(
+    types.func_wrap_async(
         "[method]descriptor.stat-at",
         |mut store, (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
-            settle(HostDescriptor::stat_at(&mut store.data_mut().filesystem(), fd, flags, path).map(fixed))
+            Box::new(async move {
+                settle(HostDescriptor::stat_at(&mut store.data_mut().filesystem(), fd, flags, path).await.map(fixed))
+            })
         },
     )?;
-    types.func_wrap("[method]descriptor.metadata-hash", |mut store, (fd,): (Resource<Descriptor>,)| {
-        // Only to fail as the real one would; the descriptor's path is not known here.
-        settle(HostDescriptor::metadata_hash(&mut store.data_mut().filesystem(), fd).map(|_| identity("")))
+    types.func_wrap_async("[method]descriptor.metadata-hash", |mut store, (fd,): (Resource<Descriptor>,)| {
+        Box::new(async move {
+            settle(HostDescriptor::metadata_hash(&mut store.data_mut().filesystem(), fd).await.map(|_| identity("")))
+        })
     })?;
-    types.func_wrap(
+    types.func_wrap_async(
         "[method]descriptor.metadata-hash-at",
         |mut store, (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
             let identity = identity(&path);
-            settle(HostDescriptor::metadata_hash_at(&mut store.data_mut().filesystem(), fd, flags, path).map(|_| identity))
+            Box::new(async move {
+                settle(HostDescriptor::metadata_hash_at(&mut store.data_mut().filesystem(), fd, flags, path).await.map(|_| identity))
+            })
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-/// Runs a future that never waits (the snapshot's calls into the instance are synchronous).
-fn complete<T>(future: impl Future<Output = T>) -> Result<T> {
-    let mut future = pin!(future);
-    match future.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
-        Poll::Ready(value) => Ok(value),
-        Poll::Pending => bail!("the snapshot waited on something; it has nothing to wait on"),
-    }
-}
-
-/// What wizer reads the instance's state through: the exports its instrumentation added,
-/// called synchronously.
+/// What wizer reads the instance's state through: the exports its instrumentation added.
 struct Access<'a> {
     store: &'a mut Store<State>,
     instance: Instance,
 }
 
 impl Access<'_> {
-    fn call<R: ComponentType + Lift + Send + Sync + 'static>(&mut self, instance: &str, func: &str) -> R {
+    async fn call<R: ComponentType + Lift + Send + Sync + 'static>(&mut self, instance: &str, func: &str) -> R {
         let (_, exported) = self.instance.get_export(&mut *self.store, None, instance).unwrap_or_else(|| panic!("wizer's instance `{instance}` is missing"));
         let (_, index) = self
             .instance
             .get_export(&mut *self.store, Some(&exported), func)
             .unwrap_or_else(|| panic!("wizer's function `{instance}#{func}` is missing"));
         let typed = self.instance.get_typed_func::<(), (R,)>(&mut *self.store, index).expect("wizer's accessor has the expected type");
-        typed.call(&mut *self.store, ()).expect("wizer's accessor does not trap").0
+        typed.call_async(&mut *self.store, ()).await.expect("wizer's accessor does not trap").0
     }
 }
 
 impl ComponentInstanceState for Access<'_> {
     async fn call_func_ret_list_u8(&mut self, instance: &str, func: &str, contents: impl FnOnce(&[u8]) + Send) {
-        let list: WasmList<u8> = self.call(instance, func);
+        let list: WasmList<u8> = self.call(instance, func).await;
         contents(list.as_le_slice(&*self.store));
     }
 
     async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
-        self.call(instance, func)
+        self.call(instance, func).await
     }
 
     async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
-        self.call(instance, func)
+        self.call(instance, func).await
     }
 
     async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
-        self.call::<f32>(instance, func).to_bits()
+        self.call::<f32>(instance, func).await.to_bits()
     }
 
     async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
-        self.call::<f64>(instance, func).to_bits()
+        self.call::<f64>(instance, func).await.to_bits()
     }
 }

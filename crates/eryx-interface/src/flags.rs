@@ -29,6 +29,15 @@ pub struct SandboxFlags {
     /// {stdout, stderr, error, truncated, trace}
     #[arg(long)]
     pub json: bool,
+    /// Record every callback call (name, arguments, result or error, duration) into FILE
+    /// (JSON), written when the run ends
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<std::path::PathBuf>,
+    /// Answer the callback calls from the journal FILE (written by --record) instead of
+    /// calling the host; a call that differs from the journal is an error naming the first
+    /// difference
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<std::path::PathBuf>,
 }
 
 impl SandboxFlags {
@@ -53,6 +62,15 @@ impl SandboxFlags {
         if self.json {
             args.push("--json".into());
         }
+        // The host may run from another directory: a relative path names the caller's file.
+        let mut path = |name: &str, path: &Option<std::path::PathBuf>| {
+            if let Some(path) = path {
+                args.push(format!("--{name}"));
+                args.push(std::path::absolute(path).unwrap_or_else(|_| path.clone()).display().to_string());
+            }
+        };
+        path("record", &self.record);
+        path("replay", &self.replay);
         args
     }
 }
@@ -70,12 +88,19 @@ mod tests {
 
     #[test]
     fn flags_handed_on_parse_to_the_same_flags() {
-        let given = ["x", "--timeout-ms", "5", "--fuel", "9", "--max-output-bytes", "100", "--trace", "--json", "--callback-timeout-ms", "7"];
+        let given = [
+            "x", "--timeout-ms", "5", "--fuel", "9", "--max-output-bytes", "100", "--trace", "--json", "--callback-timeout-ms", "7",
+            "--record", "/tmp/journal.json",
+        ];
         let parsed = Cli::parse_from(given).flags;
         let again = Cli::parse_from(std::iter::once("x".to_owned()).chain(parsed.to_args())).flags;
         assert_eq!(format!("{parsed:?}"), format!("{again:?}"));
         assert_eq!(again.fuel, Some(9));
         assert!(again.trace && again.json);
         assert_eq!(again.memory_mib, None);
+        assert_eq!(again.record.as_deref(), Some(std::path::Path::new("/tmp/journal.json")));
+        let relative = Cli::parse_from(["x", "--replay", "journal.json"]).flags.to_args();
+        assert_eq!(relative[1], std::env::current_dir().unwrap().join("journal.json").display().to_string());
+        assert!(Cli::try_parse_from(["x", "--record", "a", "--replay", "b"]).is_err(), "recording and replaying exclude each other");
     }
 }

@@ -10,7 +10,7 @@
 // build with a toolchain that allows it (a nightly, or Debian's rustc with RUSTC_BOOTSTRAP=1).
 #![feature(exitcode_exit_method)]
 
-use eryx_guest_abi::{python_runtime, Backend, ExecuteError, ExecuteOptions, ExecuteOutput, StateSnapshot};
+use eryx_guest_abi::{calls, python_runtime, Backend, ExecuteError, ExecuteOptions, ExecuteOutput, StateSnapshot};
 use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
 use rustpython::vm::scope::Scope;
 use rustpython::vm::{PyObjectRef, PyResult, Settings, VirtualMachine};
@@ -138,6 +138,10 @@ fn load_helper(vm: &VirtualMachine) -> PyResult<PyDictRef> {
     let module = vm.new_module(python_runtime::MODULE, namespace.clone(), None);
     vm.sys_module.get_attr("modules", vm)?.set_item(python_runtime::MODULE, module.into(), vm)?;
     namespace.set_item("_host_invoke", vm.new_function("_host_invoke", host_invoke).into(), vm)?;
+    namespace.set_item("_host_start", vm.new_function("_host_start", host_start).into(), vm)?;
+    namespace.set_item("_host_timer", vm.new_function("_host_timer", host_timer).into(), vm)?;
+    namespace.set_item("_host_wait", vm.new_function("_host_wait", host_wait).into(), vm)?;
+    namespace.set_item("_host_cancel", vm.new_function("_host_cancel", calls::cancel).into(), vm)?;
     namespace.set_item(
         "_host_list_callbacks",
         vm.new_function("_host_list_callbacks", host_list_callbacks).into(),
@@ -158,13 +162,33 @@ fn load_helper(vm: &VirtualMachine) -> PyResult<PyDictRef> {
     Ok(namespace)
 }
 
-/// `_host_invoke(name, arguments_json) -> (ok, text)`.
+/// The `(handle, ok, text)` the Python half gets for a call (see `eryx_guest_abi::calls`).
+fn call_state((handle, ok, text): (u32, bool, String), vm: &VirtualMachine) -> PyObjectRef {
+    vm.ctx.new_tuple(vec![vm.ctx.new_int(handle).into(), vm.ctx.new_bool(ok).into(), vm.ctx.new_str(text).into()]).into()
+}
+
+/// `_host_invoke(name, arguments_json) -> (handle, ok, text)`: calls and waits.
 fn host_invoke(name: PyStrRef, arguments_json: PyStrRef, vm: &VirtualMachine) -> PyObjectRef {
-    let (ok, payload) = match eryx_guest_abi::invoke(&name.to_string_lossy(), &arguments_json.to_string_lossy()) {
-        Ok(result) => (true, result),
-        Err(error) => (false, error),
-    };
-    vm.ctx.new_tuple(vec![vm.ctx.new_bool(ok).into(), vm.ctx.new_str(payload).into()]).into()
+    let answer = calls::invoke(&name.to_string_lossy(), &arguments_json.to_string_lossy());
+    call_state(calls::answered(0, answer), vm)
+}
+
+/// `_host_start(name, arguments_json) -> (handle, ok, text)`: starts a call.
+fn host_start(name: PyStrRef, arguments_json: PyStrRef, vm: &VirtualMachine) -> PyObjectRef {
+    call_state(calls::started(calls::start_invoke(&name.to_string_lossy(), &arguments_json.to_string_lossy())), vm)
+}
+
+/// `_host_timer(nanoseconds) -> (handle, ok, text)`: starts a host timer.
+fn host_timer(nanoseconds: u64, vm: &VirtualMachine) -> PyObjectRef {
+    call_state(calls::started(calls::start_timer(nanoseconds)), vm)
+}
+
+/// `_host_wait(block) -> (handle, ok, text) | None`: the next call to finish.
+fn host_wait(block: bool, vm: &VirtualMachine) -> PyObjectRef {
+    match calls::wait_next(block) {
+        Some((handle, answer)) => call_state(calls::answered(handle, answer), vm),
+        None => vm.ctx.none(),
+    }
 }
 
 /// `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`.

@@ -6,7 +6,7 @@ use std::ptr;
 
 use pyo3_ffi as ffi;
 
-use eryx_guest_abi::python_runtime;
+use eryx_guest_abi::{calls, python_runtime};
 
 /// A strong reference, released when dropped.
 pub struct Owned(ptr::NonNull<ffi::PyObject>);
@@ -254,8 +254,12 @@ fn set_item(namespace: &Owned, name: &CStr, value: Owned) -> Result<(), String> 
 
 type HostFunction = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
 
-const HOST_FUNCTIONS: [(&CStr, HostFunction); 4] = [
+const HOST_FUNCTIONS: [(&CStr, HostFunction); 8] = [
     (c"_host_invoke", host_invoke),
+    (c"_host_start", host_start),
+    (c"_host_timer", host_timer),
+    (c"_host_wait", host_wait),
+    (c"_host_cancel", host_cancel),
     (c"_host_list_callbacks", host_list_callbacks),
     (c"_host_report_trace", host_report_trace),
     (c"_host_finish_preinit", host_finish_preinit),
@@ -299,20 +303,78 @@ unsafe fn argument(arguments: *mut ffi::PyObject, index: usize) -> Result<Owned,
     unsafe { Owned::from_borrowed(ffi::PyTuple_GetItem(arguments, index as _)) }
 }
 
-/// `_host_invoke(name, arguments_json) -> (ok, text)`.
-unsafe extern "C" fn host_invoke(
-    _module: *mut ffi::PyObject,
-    arguments: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
+/// An unsigned integer argument.
+///
+/// # Safety
+/// `arguments` is the live tuple CPython passed to the host function.
+unsafe fn unsigned_argument(arguments: *mut ffi::PyObject, index: usize) -> Result<u64, String> {
+    // SAFETY: the caller's contract.
+    let object = unsafe { argument(arguments, index)? };
+    // SAFETY: a live object; a failed conversion sets an exception we take.
+    let value = unsafe { ffi::PyLong_AsUnsignedLongLong(object.as_ptr()) };
+    if value == u64::MAX && unsafe { !ffi::PyErr_Occurred().is_null() } {
+        return Err(take_error());
+    }
+    Ok(value)
+}
+
+/// The `(handle, ok, text)` the Python half gets for a call (see `eryx_guest_abi::calls`).
+fn call_state((handle, ok, text): (u32, bool, String)) -> Result<Owned, String> {
+    Owned::tuple(vec![Owned::unsigned(handle.into())?, Owned::boolean(ok), Owned::string(&text)?])
+}
+
+/// The name and the JSON arguments of a callback call.
+///
+/// # Safety
+/// `arguments` is the live tuple CPython passed to the host function.
+unsafe fn callback_arguments(arguments: *mut ffi::PyObject) -> Result<(String, String), String> {
+    // SAFETY: the caller's contract.
+    unsafe { Ok((argument(arguments, 0)?.to_string()?, argument(arguments, 1)?.to_string()?)) }
+}
+
+/// `_host_invoke(name, arguments_json) -> (handle, ok, text)`: calls and waits.
+unsafe extern "C" fn host_invoke(_module: *mut ffi::PyObject, arguments: *mut ffi::PyObject) -> *mut ffi::PyObject {
     to_python((|| {
         // SAFETY: `arguments` is the tuple CPython passed to this host function.
-        let (name, arguments_json) = unsafe { (argument(arguments, 0)?.to_string()?, argument(arguments, 1)?.to_string()?) };
-        let (ok, text) = match eryx_guest_abi::invoke(&name, &arguments_json) {
-            Ok(text) => (true, text),
-            Err(text) => (false, text),
-        };
-        Owned::tuple(vec![Owned::boolean(ok), Owned::string(&text)?])
+        let (name, arguments_json) = unsafe { callback_arguments(arguments)? };
+        call_state(calls::answered(0, calls::invoke(&name, &arguments_json)))
     })())
+}
+
+/// `_host_start(name, arguments_json) -> (handle, ok, text)`: starts a call.
+unsafe extern "C" fn host_start(_module: *mut ffi::PyObject, arguments: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    to_python((|| {
+        // SAFETY: `arguments` is the tuple CPython passed to this host function.
+        let (name, arguments_json) = unsafe { callback_arguments(arguments)? };
+        call_state(calls::started(calls::start_invoke(&name, &arguments_json)))
+    })())
+}
+
+/// `_host_timer(nanoseconds) -> (handle, ok, text)`: starts a host timer.
+unsafe extern "C" fn host_timer(_module: *mut ffi::PyObject, arguments: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: `arguments` is the tuple CPython passed to this host function.
+    to_python(unsafe { unsigned_argument(arguments, 0) }.and_then(|nanoseconds| call_state(calls::started(calls::start_timer(nanoseconds)))))
+}
+
+/// `_host_wait(block) -> (handle, ok, text) | None`: the next call to finish.
+unsafe extern "C" fn host_wait(_module: *mut ffi::PyObject, arguments: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    to_python((|| {
+        // SAFETY: `arguments` is the tuple CPython passed to this host function.
+        let block = unsafe { argument(arguments, 0)? }.is_true()?;
+        match calls::wait_next(block) {
+            Some((handle, answer)) => call_state(calls::answered(handle, answer)),
+            None => Ok(Owned::none()),
+        }
+    })())
+}
+
+/// `_host_cancel(handle) -> None`.
+unsafe extern "C" fn host_cancel(_module: *mut ffi::PyObject, arguments: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: `arguments` is the tuple CPython passed to this host function.
+    to_python(unsafe { unsigned_argument(arguments, 0) }.and_then(|handle| {
+        calls::cancel(u32::try_from(handle).map_err(|_| format!("{handle} is no call handle"))?);
+        Ok(Owned::none())
+    }))
 }
 
 /// `_host_list_callbacks() -> [(name, description, parameters_schema_json), ...]`.
