@@ -5,7 +5,9 @@
 //! ```text
 //! {"variants": {"<name>": {"sandbox_ready_ms": {"plain": {"median", "min", "max"}, "preinit": …,
 //!   "preinit_cwasm": …}, "runtime_load_ms": {…}, "execute_ms": …, "callback_ms": …,
-//!   "compute_ratio_to_native": {"<workload>": …}, "rss_per_sandbox_mib": …, "sizes_mib": {…}}},
+//!   "awaited_callback_ms": …, "five_100ms_callbacks_ms": {"sequential": …, "gathered": …},
+//!   "gather_speedup": …, "compute_ratio_to_native": {"<workload>": …},
+//!   "rss_per_sandbox_mib": …, "sizes_mib": {…}}},
 //!  "native": {"python3_startup_ms": …, "compute_ms": {…}}, "build_steps_s": {…}, "runs": N}
 //! ```
 
@@ -208,11 +210,30 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
         Ok(millis(started))
     })?;
     const CALLS: usize = 100;
+    const GATHER_RUNS: usize = 5;
     let callback_code = format!("for i in range({CALLS}):\n    assert add(a=i, b=1) == i + 1\nprint('ok')");
     let callback = measure(args.runs, || {
         let started = Instant::now();
         expect_print(&mut sandbox, &callback_code, "ok\n")?;
         Ok(millis(started) / CALLS as f64)
+    })?;
+    let awaited_code = format!("for i in range({CALLS}):\n    assert await add(a=i, b=1) == i + 1\nprint('ok')");
+    let awaited = measure(args.runs, || {
+        let started = Instant::now();
+        expect_print(&mut sandbox, &awaited_code, "ok\n")?;
+        Ok(millis(started) / CALLS as f64)
+    })?;
+    // Five callbacks that each wait 100 ms on the host: one after another, and gathered.
+    let sequential = measure(GATHER_RUNS, || {
+        let started = Instant::now();
+        expect_print(&mut sandbox, "print([sleep(ms=100) for _ in range(5)])", "[100, 100, 100, 100, 100]\n")?;
+        Ok(millis(started))
+    })?;
+    let gathered = measure(GATHER_RUNS, || {
+        let started = Instant::now();
+        let code = "import asyncio\nprint(await asyncio.gather(*(sleep(ms=100) for _ in range(5))))";
+        expect_print(&mut sandbox, code, "[100, 100, 100, 100, 100]\n")?;
+        Ok(millis(started))
     })?;
 
     let mut ratios = serde_json::Map::new();
@@ -252,6 +273,9 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
         "runtime_load_ms": load,
         "execute_ms": execute.json(),
         "callback_ms": callback.json(),
+        "awaited_callback_ms": awaited.json(),
+        "five_100ms_callbacks_ms": {"sequential": sequential.json(), "gathered": gathered.json()},
+        "gather_speedup": round(sequential.median() / gathered.median()),
         "compute_ratio_to_native": ratios,
         "rss_per_sandbox_mib": round(per_sandbox),
         "live_sandboxes": args.live_sandboxes,
@@ -341,6 +365,10 @@ fn table(result: &Value, native_startup: f64) -> String {
     }
     row("execute `print(1)` (ms)", &|v| median(&v["execute_ms"]));
     row("callback round trip (ms)", &|v| median(&v["callback_ms"]));
+    row("awaited callback round trip (ms)", &|v| median(&v["awaited_callback_ms"]));
+    row("5 × sleep(ms=100), one after another (ms)", &|v| median(&v["five_100ms_callbacks_ms"]["sequential"]));
+    row("5 × sleep(ms=100), gathered (ms)", &|v| median(&v["five_100ms_callbacks_ms"]["gathered"]));
+    row("gather speed-up (×)", &|v| format!("{:.1}", v["gather_speedup"].as_f64().unwrap_or(f64::NAN)));
     for (workload, _) in WORKLOADS {
         row(&format!("{workload}, × native"), &|v| format!("{:.2}", v["compute_ratio_to_native"][workload].as_f64().unwrap_or(f64::NAN)));
     }

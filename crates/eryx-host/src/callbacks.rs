@@ -97,9 +97,12 @@ impl Callbacks {
     /// asynchronous callback is cancelled, a synchronous one finishes on its thread unheard).
     pub fn invoke(&self, name: &str, arguments_json: &str) -> impl Future<Output = Result<String, String>> + Send + 'static {
         let name = name.to_owned();
-        let call = self.start(&name, arguments_json);
+        let call = self.prepare(&name, arguments_json);
         async move {
-            let task = call?;
+            let task = match call? {
+                (Handler::Sync(handler), arguments) => tokio::task::spawn_blocking(move || handler(arguments)),
+                (Handler::Async(handler), arguments) => tokio::spawn(handler(arguments)),
+            };
             match Abandon(task).await {
                 Ok(result) => result.map(|value| value.to_string()),
                 Err(error) if error.is_panic() => Err(format!("callback `{name}` panicked")),
@@ -108,17 +111,15 @@ impl Callbacks {
         }
     }
 
-    fn start(&self, name: &str, arguments_json: &str) -> Result<tokio::task::JoinHandle<Result<Value, String>>, String> {
+    /// The handler of `name` and the parsed arguments, or why there is no call to make.
+    fn prepare(&self, name: &str, arguments_json: &str) -> Result<(Handler, Value), String> {
         let Some(callback) = self.by_name.get(name) else {
             let known = self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(format!("unknown callback `{name}` (known callbacks: {known})"));
         };
         let arguments: Value = serde_json::from_str(arguments_json)
             .map_err(|error| format!("callback `{name}`: the arguments are not JSON: {error}"))?;
-        Ok(match callback.handler.clone() {
-            Handler::Sync(handler) => tokio::task::spawn_blocking(move || handler(arguments)),
-            Handler::Async(handler) => tokio::spawn(handler(arguments)),
-        })
+        Ok((callback.handler.clone(), arguments))
     }
 
     /// The callbacks every conformance case gets, also offered by `cargo xtask run`.

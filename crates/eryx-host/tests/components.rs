@@ -160,3 +160,60 @@ fn fuel_exhaustion_poisons_only_its_sandbox() {
         assert_eq!(print_of(&mut fresh, "print(sum(range(10)))"), "45\n", "{}", variant.name);
     }
 }
+
+/// The standard callbacks' names and descriptions, with handlers that fail: a sandbox with
+/// these sees the usual callbacks, but any call that reaches the host fails.
+fn callbacks_that_must_not_be_called() -> Callbacks {
+    let mut callbacks = Callbacks::new();
+    for callback in Callbacks::standard().list() {
+        let schema = serde_json::from_str(&callback.parameters_schema_json).unwrap();
+        callbacks.register(&callback.name, &callback.description, schema, |_| Err("the host was called".into()));
+    }
+    callbacks
+}
+
+/// Recorded executes replay in a sandbox whose callbacks all fail: the same code
+/// gives the same output from the journal alone; code that calls differently gets an error
+/// naming the first difference, and the sandbox says the replay did not match.
+#[test]
+fn a_callback_journal_replays_without_the_host() {
+    let Some(manifest) = manifest() else { return };
+    // A synchronous call in one execute, concurrent ones in the next.
+    let first = "total = add(a=20, b=22)";
+    let code = r#"
+import asyncio
+slept, echoed, failed = await asyncio.gather(sleep(ms=5), echo(x=[1, "y"]), fail(), return_exceptions=True)
+print(total, slept, echoed, failed)
+"#;
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut recording = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        recording.record_callbacks();
+        print_of(&mut recording, first);
+        let recorded = print_of(&mut recording, code);
+        assert_eq!(recorded, "42 5 {'x': [1, 'y']} callback 'fail' failed: boom\n", "{}", variant.name);
+        let journal = recording.recorded_callbacks().unwrap().clone();
+        let calls: Vec<(&str, String)> = journal.calls.iter().map(|call| (call.name.as_str(), call.arguments.to_string())).collect();
+        assert_eq!(
+            calls,
+            [("add", r#"{"a":20,"b":22}"#.into()), ("sleep", r#"{"ms":5}"#.into()), ("echo", r#"{"x":[1,"y"]}"#.into()), ("fail", "{}".into())],
+            "{}: calls in the order they started",
+            variant.name
+        );
+        assert_eq!(journal.calls[3].error.as_deref(), Some("boom"));
+        assert!(journal.calls[1].duration_ms >= 5.0, "{}: the duration is the host's", variant.name);
+
+        let mut replaying = runtime.sandbox(Arc::new(callbacks_that_must_not_be_called())).unwrap();
+        replaying.replay_callbacks(journal.clone());
+        print_of(&mut replaying, first);
+        assert_eq!(print_of(&mut replaying, code), recorded, "{}: the replay gives the recording's output", variant.name);
+        assert_eq!(replaying.replay_mismatch(), None);
+
+        let mut diverging = runtime.sandbox(Arc::new(callbacks_that_must_not_be_called())).unwrap();
+        diverging.replay_callbacks(journal);
+        let error = diverging.execute(&first.replace("b=22", "b=23")).unwrap_err().to_string();
+        let difference = "call 1 (`add`) differs from the callback journal: argument `b` is 23, the journal has 22";
+        assert!(error.contains(&format!("CallbackError: callback 'add' failed: {difference}")), "{}: {error}", variant.name);
+        assert_eq!(diverging.replay_mismatch().as_deref(), Some(difference), "{}", variant.name);
+    }
+}
