@@ -196,6 +196,23 @@ impl Callbacks {
     }
 }
 
+/// A spawned callback call that is aborted when its awaiting future is dropped (a cancelled
+/// subtask, a timeout): an asynchronous callback then stops at its next await.
+struct Abandon<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Abandon<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(mut self: Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(context)
+    }
+}
+
+impl<T> Drop for Abandon<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,19 +270,3 @@ mod tests {
     }
 }
 
-/// A spawned callback call that is aborted when its awaiting future is dropped (a cancelled
-/// subtask, a timeout): an asynchronous callback then stops at its next await.
-struct Abandon<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Future for Abandon<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-    fn poll(mut self: Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(context)
-    }
-}
-
-impl<T> Drop for Abandon<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}

@@ -202,7 +202,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let file = directory.path().join("cases.toml");
         std::fs::write(&file, "[[case]]\nname = \"x\"\nargs = []\nstdot = \"typo\"\n").unwrap();
-        let error = format!("{:#}", load_cases(&[file.clone()]).unwrap_err());
+        let error = format!("{:#}", load_cases(std::slice::from_ref(&file)).unwrap_err());
         assert!(error.contains("unknown field `stdot`"), "{error}");
         std::fs::write(&file, "[[case]]\nname = \"x\"\nargs = []\nfiles = { \"../escape\" = \"\" }\n").unwrap();
         let error = format!("{:#}", load_cases(&[file]).unwrap_err());

@@ -217,3 +217,35 @@ print(total, slept, echoed, failed)
         assert_eq!(diverging.replay_mismatch().as_deref(), Some(difference), "{}", variant.name);
     }
 }
+
+/// `eryx-host run --record FILE` writes the journal of the run; `--replay FILE` gives the same
+/// output from it; a run that calls differently fails, saying how.
+#[test]
+fn run_records_and_replays_a_journal() {
+    let Some(_) = manifest() else { return };
+    let manifest_path = std::env::var("ERYX_MANIFEST").unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let journal = directory.path().join("journal.json");
+    let run = |extra: &[&str], code: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_eryx-host"))
+            .args(["run", "--manifest", &manifest_path, "--variant", "cpython"])
+            .args(extra)
+            .args(["-c", "import asyncio", "-c", code])
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let code = "print(await asyncio.gather(*(add(a=i, b=1) for i in range(3))))";
+    let journal_flag = journal.to_str().unwrap();
+    let (ok, stdout, stderr) = run(&["--record", journal_flag], code);
+    assert!(ok && stdout == "[1, 2, 3]\n", "{stdout}{stderr}");
+    assert!(stderr.contains("recorded 3 callback call(s)"), "{stderr}");
+    let recorded = eryx_host::Journal::load(&journal).unwrap();
+    assert_eq!(recorded.calls.iter().map(|call| call.result.clone().unwrap()).collect::<Vec<_>>(), [1, 2, 3].map(serde_json::Value::from));
+
+    let (ok, stdout, stderr) = run(&["--replay", journal_flag], code);
+    assert!(ok && stdout == "[1, 2, 3]\n", "{stdout}{stderr}");
+    let (ok, _, stderr) = run(&["--replay", journal_flag], &code.replace("range(3)", "range(2)"));
+    assert!(!ok, "a run with fewer calls than its journal fails");
+    assert!(stderr.contains("the run did not match the callback journal: the callback journal has 1 more call(s)"), "{stderr}");
+}
