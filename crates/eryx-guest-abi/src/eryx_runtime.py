@@ -450,7 +450,12 @@ class _BoundedText(io.TextIOBase):
             self._parts.append(text)
             self._room -= len(encoded)
         else:
-            head = encoded[: self._room].decode("utf-8", "ignore")
+            # Cut at a character boundary (never inside a character's bytes), keeping a lone
+            # surrogate that fits whole before it (it is escaped in `getvalue`).
+            cut = self._room
+            while cut > 0 and encoded[cut] & 0xC0 == 0x80:
+                cut -= 1
+            head = encoded[:cut].decode("utf-8", "surrogatepass")
             self._parts.append(head)
             self._room = 0
             self.dropped += len(text) - len(head)

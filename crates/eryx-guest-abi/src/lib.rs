@@ -156,24 +156,17 @@ pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>)
                 ]))),
             })
         }
-        "snapshot-state" => Some(match backend.snapshot_state() {
-            Ok(snapshot) => Value::ok(Some(Value::Record(vec![Value::Bytes(snapshot.data), strings(snapshot.skipped)]))),
-            Err(error) => Value::err(Some(Value::String(error))),
-        }),
+        "snapshot-state" => Some(text_result(backend.snapshot_state(), |snapshot| {
+            Some(Value::Record(vec![Value::Bytes(snapshot.data), strings(snapshot.skipped)]))
+        })),
         "restore-state" => {
             let data = match args.pop() {
                 Some(Value::Bytes(bytes)) => bytes,
                 other => panic!("restore-state expects list<u8>, got {other:?}"),
             };
-            Some(match backend.restore_state(&data) {
-                Ok(not_restored) => Value::ok(Some(strings(not_restored))),
-                Err(error) => Value::err(Some(Value::String(error))),
-            })
+            Some(text_result(backend.restore_state(&data), |not_restored| Some(strings(not_restored))))
         }
-        "clear-state" => Some(match backend.clear_state() {
-            Ok(()) => Value::ok(None),
-            Err(error) => Value::err(Some(Value::String(error))),
-        }),
+        "clear-state" => Some(text_result(backend.clear_state(), |()| None)),
         other => panic!("the world has no export named `{other}`"),
     }
 }
@@ -186,6 +179,14 @@ fn take_options(args: &mut Vec<Value>) -> ExecuteOptions {
             Err(fields) => panic!("execute-options has {} fields, expected 2", fields.len()),
         },
         other => panic!("execute expects execute-options, got {other:?}"),
+    }
+}
+
+/// A `result<T, string>` of the world: the payload `ok` makes of a success, or the error text.
+fn text_result<T>(result: Result<T, String>, ok: impl FnOnce(T) -> Option<Value>) -> Value {
+    match result {
+        Ok(value) => Value::ok(ok(value)),
+        Err(error) => Value::err(Some(Value::String(error))),
     }
 }
 

@@ -204,37 +204,26 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
 
     let mut sandbox = runtime.sandbox(callbacks.clone())?;
     expect_print(&mut sandbox, "print(1)", "1\n")?;
-    let execute = measure(args.runs * 5, || {
-        let started = Instant::now();
-        expect_print(&mut sandbox, "print(1)", "1\n")?;
-        Ok(millis(started))
-    })?;
+    // The milliseconds of one execute of `code`, which must print `expected`, `runs` times.
+    let mut timed = |runs: usize, code: &str, expected: &str| {
+        measure(runs, || {
+            let started = Instant::now();
+            expect_print(&mut sandbox, code, expected)?;
+            Ok(millis(started))
+        })
+    };
+    let execute = timed(args.runs * 5, "print(1)", "1\n")?;
     const CALLS: usize = 100;
     const GATHER_RUNS: usize = 5;
+    let per_call = |stats: Stats| Stats { samples: stats.samples.iter().map(|ms| ms / CALLS as f64).collect() };
     let callback_code = format!("for i in range({CALLS}):\n    assert add(a=i, b=1) == i + 1\nprint('ok')");
-    let callback = measure(args.runs, || {
-        let started = Instant::now();
-        expect_print(&mut sandbox, &callback_code, "ok\n")?;
-        Ok(millis(started) / CALLS as f64)
-    })?;
+    let callback = per_call(timed(args.runs, &callback_code, "ok\n")?);
     let awaited_code = format!("for i in range({CALLS}):\n    assert await add(a=i, b=1) == i + 1\nprint('ok')");
-    let awaited = measure(args.runs, || {
-        let started = Instant::now();
-        expect_print(&mut sandbox, &awaited_code, "ok\n")?;
-        Ok(millis(started) / CALLS as f64)
-    })?;
+    let awaited = per_call(timed(args.runs, &awaited_code, "ok\n")?);
     // Five callbacks that each wait 100 ms on the host: one after another, and gathered.
-    let sequential = measure(GATHER_RUNS, || {
-        let started = Instant::now();
-        expect_print(&mut sandbox, "print([sleep(ms=100) for _ in range(5)])", "[100, 100, 100, 100, 100]\n")?;
-        Ok(millis(started))
-    })?;
-    let gathered = measure(GATHER_RUNS, || {
-        let started = Instant::now();
-        let code = "import asyncio\nprint(await asyncio.gather(*(sleep(ms=100) for _ in range(5))))";
-        expect_print(&mut sandbox, code, "[100, 100, 100, 100, 100]\n")?;
-        Ok(millis(started))
-    })?;
+    let slept = "[100, 100, 100, 100, 100]\n";
+    let sequential = timed(GATHER_RUNS, "print([sleep(ms=100) for _ in range(5)])", slept)?;
+    let gathered = timed(GATHER_RUNS, "import asyncio\nprint(await asyncio.gather(*(sleep(ms=100) for _ in range(5))))", slept)?;
 
     let mut ratios = serde_json::Map::new();
     for (workload, code) in WORKLOADS {

@@ -447,7 +447,7 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
 pub struct Runtime {
     engine: Engine,
     /// Drives the sandboxes' calls, their async callbacks and timers.
-    tasks: Arc<tokio::runtime::Runtime>,
+    tasks: Arc<Tasks>,
     pre: bindings::SandboxPre<State>,
     variant: VariantEntry,
     limits: Limits,
@@ -514,7 +514,7 @@ impl Runtime {
                 )
             })?;
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, tasks: Arc::new(task_runtime()?), pre, variant, limits, loaded })
+        Ok(Runtime { engine, tasks: Arc::new(Tasks::new()?), pre, variant, limits, loaded })
     }
 
     /// A fresh sandbox with its own namespace.
@@ -557,14 +557,33 @@ impl Runtime {
 
 /// The tokio runtime of one [`Runtime`]: one worker thread for async callbacks and timers,
 /// the blocking pool for synchronous callbacks; the calls into guests are driven by the
-/// threads that make them.
-fn task_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("eryx host")
-        .enable_time()
-        .build()
-        .context("start the host's task runtime")
+/// threads that make them. When the last sandbox and the runtime are gone it shuts down
+/// without waiting for synchronous callbacks still running (one that hangs would otherwise
+/// hang the drop).
+struct Tasks(Option<tokio::runtime::Runtime>);
+
+impl Tasks {
+    fn new() -> Result<Tasks> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eryx host")
+            .enable_time()
+            .build()
+            .context("start the host's task runtime")?;
+        Ok(Tasks(Some(runtime)))
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.0.as_ref().expect("the task runtime runs until dropped").block_on(future)
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Why a precompiled artifact was not loaded.
@@ -615,7 +634,7 @@ pub struct Sandbox {
     guest_stderr: tail::TailPipe,
     trace: bool,
     /// The runtime's task runtime, which drives this sandbox's calls.
-    tasks: Arc<tokio::runtime::Runtime>,
+    tasks: Arc<Tasks>,
 }
 
 impl Sandbox {

@@ -249,3 +249,31 @@ fn run_records_and_replays_a_journal() {
     assert!(!ok, "a run with fewer calls than its journal fails");
     assert!(stderr.contains("the run did not match the callback journal: the callback journal has 1 more call(s)"), "{stderr}");
 }
+
+/// A synchronous callback that never returns ends in the callback timeout, and dropping the
+/// sandbox and its runtime afterwards does not wait for it.
+#[test]
+fn a_hung_synchronous_callback_holds_up_nothing() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().unwrap().clone();
+    let limits = Limits { callback_timeout: std::time::Duration::from_millis(50), ..Limits::default() };
+    let runtime = Runtime::new(variant, limits, &manifest.compile_cache_dir()).unwrap();
+    let (keep, never) = std::sync::mpsc::channel::<()>();
+    let never = std::sync::Mutex::new(never);
+    let mut callbacks = Callbacks::new();
+    callbacks.register("hang", "Never answers.", serde_json::json!({}), move |_| {
+        let _ = never.lock().unwrap().recv();
+        Ok(serde_json::Value::Null)
+    });
+    let mut sandbox = runtime.sandbox(Arc::new(callbacks)).unwrap();
+    let output = print_of(&mut sandbox, "try:\n    hang()\nexcept CallbackError as error:\n    print(error)");
+    assert!(output.contains("did not answer within the callback timeout of 50 ms"), "{output}");
+    let (dropped, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(sandbox);
+        drop(runtime);
+        dropped.send(()).unwrap();
+    });
+    assert!(done.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "dropping the runtime waited for the hung callback");
+    drop(keep);
+}
