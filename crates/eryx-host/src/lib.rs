@@ -517,8 +517,15 @@ impl Runtime {
         Ok(Runtime { engine, tasks: Arc::new(Tasks::new()?), pre, variant, limits, loaded })
     }
 
-    /// A fresh sandbox with its own namespace.
+    /// A fresh sandbox with its own namespace. Not from inside an async runtime (it blocks):
+    /// there, use [`Runtime::sandbox_async`].
     pub fn sandbox(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
+        self.tasks.block_on(self.sandbox_async(callbacks))
+    }
+
+    /// [`Runtime::sandbox`] for async code: a future for the caller's tokio runtime (which
+    /// must have its timers enabled).
+    pub async fn sandbox_async(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
         let mut wasi = WasiCtxBuilder::new();
         grant_variant(&mut wasi, &self.variant)?;
         // The guest's own stderr (not the user's, which `execute` captures) carries the
@@ -535,8 +542,9 @@ impl Runtime {
             store.set_fuel(fuel)?;
         }
         let instance = self
-            .tasks
-            .block_on(self.pre.instantiate_async(&mut store))
+            .pre
+            .instantiate_async(&mut store)
+            .await
             .map_err(anyhow::Error::from)
             .context("instantiate the component")?;
         Ok(Sandbox {
@@ -655,14 +663,21 @@ impl Sandbox {
     /// `RecursionError`, or in wasmtime's stack-limit trap, never in an overflow of the host's
     /// stack). The epoch deadline stops guest code that runs too long; this timeout also stops
     /// a guest that waits too long (on callbacks that do not answer).
-    fn block_on<R>(&mut self, call: impl AsyncFnOnce(&mut Store<State>, &bindings::Sandbox) -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+    async fn call_guest<R>(
+        &mut self,
+        call: impl AsyncFnOnce(&mut Store<State>, &bindings::Sandbox) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
         let (store, instance, timeout) = (&mut self.store, &self.instance, self.limits.timeout);
-        self.tasks.block_on(async move {
-            match tokio::time::timeout(timeout, call(store, instance)).await {
-                Ok(result) => result,
-                Err(_) => Err(wasmtime::Trap::Interrupt.into()),
-            }
-        })
+        match tokio::time::timeout(timeout, call(store, instance)).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+        }
+    }
+
+    /// [`Sandbox::call_guest`] on the runtime's own task runtime, for the synchronous API.
+    fn block_on<R>(&mut self, call: impl AsyncFnOnce(&mut Store<State>, &bindings::Sandbox) -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+        let tasks = self.tasks.clone();
+        tasks.block_on(self.call_guest(call))
     }
 
     fn arm(&mut self) -> Result<(), ExecError> {
@@ -705,8 +720,16 @@ impl Sandbox {
     }
 
     /// Runs `code` in the sandbox's namespace. The trace events it caused, when tracing is
-    /// on, are [`Sandbox::traces`] afterwards.
+    /// on, are [`Sandbox::traces`] afterwards. Not from inside an async runtime (it blocks):
+    /// there, use [`Sandbox::execute_async`].
     pub fn execute(&mut self, code: &str) -> Result<Output, ExecError> {
+        let tasks = self.tasks.clone();
+        tasks.block_on(self.execute_async(code))
+    }
+
+    /// [`Sandbox::execute`] for async code: a future for the caller's tokio runtime (which
+    /// must have its timers enabled); the sandbox's callbacks then run on that runtime too.
+    pub async fn execute_async(&mut self, code: &str) -> Result<Output, ExecError> {
         self.arm()?;
         let state = self.store.data_mut();
         state.traces = TraceBuffer::default();
@@ -718,9 +741,11 @@ impl Sandbox {
         };
         let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
         let code = code.to_owned();
-        let outcome = self.block_on(async move |store, instance| {
-            store.run_concurrent(async move |accessor| instance.call_execute(accessor, code, options).await).await?
-        });
+        let outcome = self
+            .call_guest(async move |store, instance| {
+                store.run_concurrent(async move |accessor| instance.call_execute(accessor, code, options).await).await?
+            })
+            .await;
         match outcome {
             Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr, truncated: output.truncated }),
             Ok(Err(error)) => Err(ExecError::Python {

@@ -277,3 +277,23 @@ fn a_hung_synchronous_callback_holds_up_nothing() {
     assert!(done.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "dropping the runtime waited for the hung callback");
     drop(keep);
 }
+
+/// From async code: a sandbox made and run on the caller's own tokio runtime, inside a
+/// spawned task (so the futures must be `Send`), its async callbacks running on that runtime.
+#[test]
+fn sandboxes_run_from_async_code() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let tasks = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        let output = tasks.block_on(async move {
+            let task = tokio::spawn(async move {
+                let mut sandbox = runtime.sandbox_async(Arc::new(Callbacks::standard())).await.unwrap();
+                let code = "import asyncio\nprint(await asyncio.gather(sleep(ms=20), add(a=1, b=2)))";
+                sandbox.execute_async(code).await.unwrap().stdout
+            });
+            task.await.unwrap()
+        });
+        assert_eq!(output, "[20, 3]\n", "{}", variant.name);
+    }
+}
