@@ -52,6 +52,29 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Records a call that starts now; answers its index for [`Journal::finish`]. Until then
+    /// it has neither result nor error (a call cancelled before it answered stays so).
+    pub(crate) fn start(&mut self, name: &str, arguments_json: &str) -> usize {
+        self.calls.push(JournalEntry {
+            name: name.to_owned(),
+            arguments: parse(arguments_json),
+            result: None,
+            error: None,
+            duration_ms: 0.0,
+        });
+        self.calls.len() - 1
+    }
+
+    /// Records the answer of the call `index`.
+    pub(crate) fn finish(&mut self, index: usize, answer: &Result<String, String>, duration_ms: f64) {
+        let entry = &mut self.calls[index];
+        entry.duration_ms = duration_ms;
+        match answer {
+            Ok(text) => entry.result = Some(parse(text)),
+            Err(text) => entry.error = Some(text.clone()),
+        }
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("a journal serialises");
         crate::write_atomic(path, format!("{text}\n").as_bytes())
@@ -79,35 +102,35 @@ impl Replay {
         Replay { journal, next: 0, divergence: None }
     }
 
-    /// The recorded answer of the next call, if the call is the journal's next one: `None`
-    /// inside for a call that never answered. Otherwise an error naming the first difference.
-    pub(crate) fn answer(&mut self, name: &str, arguments_json: &str) -> Result<Option<Result<String, String>>, String> {
+    /// The answer of the next call: the recorded one when the call is the journal's next one
+    /// (`None` for a call that never answered), otherwise an error naming the first
+    /// difference (the first one is also kept for [`Replay::mismatch`]).
+    pub(crate) fn answer(&mut self, name: &str, arguments_json: &str) -> Option<Result<String, String>> {
         let number = self.next + 1;
         self.next += 1;
         let found = parse(arguments_json);
-        let outcome = match self.journal.calls.get(number - 1) {
-            None => Err(format!(
+        let difference = match self.journal.calls.get(number - 1) {
+            None => format!(
                 "the callback journal has {} calls; this is call {number}: `{name}` with {found}",
                 self.journal.calls.len()
-            )),
-            Some(entry) if entry.name != name => Err(format!(
-                "call {number} differs from the callback journal: it calls `{name}`, the journal has `{}`",
-                entry.name
-            )),
-            Some(entry) if entry.arguments != found => Err(format!(
+            ),
+            Some(entry) if entry.name != name => {
+                format!("call {number} differs from the callback journal: it calls `{name}`, the journal has `{}`", entry.name)
+            }
+            Some(entry) if entry.arguments != found => format!(
                 "call {number} (`{name}`) differs from the callback journal: {}",
                 first_difference(&entry.arguments, &found)
-            )),
-            Some(entry) => Ok(match (&entry.result, &entry.error) {
-                (_, Some(error)) => Some(Err(error.clone())),
-                (Some(result), None) => Some(Ok(result.to_string())),
-                (None, None) => None,
-            }),
+            ),
+            Some(entry) => {
+                return match (&entry.result, &entry.error) {
+                    (_, Some(error)) => Some(Err(error.clone())),
+                    (Some(result), None) => Some(Ok(result.to_string())),
+                    (None, None) => None,
+                }
+            }
         };
-        if let Err(difference) = &outcome {
-            self.divergence.get_or_insert_with(|| difference.clone());
-        }
-        outcome
+        self.divergence.get_or_insert_with(|| difference.clone());
+        Some(Err(difference))
     }
 
     /// Why the replay did not match: the first call that differed, or the journal's calls
@@ -128,7 +151,7 @@ impl Replay {
 }
 
 /// The arguments as JSON, or as the text they were when they are not JSON.
-pub(crate) fn parse(arguments_json: &str) -> Value {
+fn parse(arguments_json: &str) -> Value {
     serde_json::from_str(arguments_json).unwrap_or_else(|_| Value::String(arguments_json.to_owned()))
 }
 
@@ -170,18 +193,18 @@ mod tests {
         };
         let mut replay = Replay::new(journal.clone());
         // Argument order does not matter; values do.
-        assert_eq!(replay.answer("add", r#"{"b": 2, "a": 1}"#), Ok(Some(Ok("3".into()))));
-        let error = replay.answer("add", r#"{"a": 2, "b": 3}"#).unwrap_err();
-        assert_eq!(error, "call 2 (`add`) differs from the callback journal: argument `b` is 3, the journal has 2");
-        assert_eq!(replay.answer("sleep", r#"{"ms": 5}"#), Ok(None), "a call that never answered stays unanswered");
-        assert!(replay.answer("echo", "{}").unwrap_err().contains("has 3 calls; this is call 4"));
-        assert_eq!(replay.mismatch().as_deref(), Some(error.as_str()), "the first difference is kept");
+        assert_eq!(replay.answer("add", r#"{"b": 2, "a": 1}"#), Some(Ok("3".into())));
+        let error = "call 2 (`add`) differs from the callback journal: argument `b` is 3, the journal has 2";
+        assert_eq!(replay.answer("add", r#"{"a": 2, "b": 3}"#), Some(Err(error.into())));
+        assert_eq!(replay.answer("sleep", r#"{"ms": 5}"#), None, "a call that never answered stays unanswered");
+        assert!(replay.answer("echo", "{}").unwrap().unwrap_err().contains("has 3 calls; this is call 4"));
+        assert_eq!(replay.mismatch().as_deref(), Some(error), "the first difference is kept");
 
         let mut short = Replay::new(journal);
-        assert!(short.answer("echo", "{}").unwrap_err().contains("it calls `echo`, the journal has `add`"));
+        assert!(short.answer("echo", "{}").unwrap().unwrap_err().contains("it calls `echo`, the journal has `add`"));
         let mut unfinished = Replay::new(Journal { format: JOURNAL_FORMAT, calls: vec![entry("add", json!({}), Some(json!(0)))] });
         assert!(unfinished.mismatch().unwrap().contains("1 more call(s) than were made, from call 1 (`add`)"));
-        assert_eq!(unfinished.answer("add", "{}"), Ok(Some(Ok("0".into()))));
+        assert_eq!(unfinished.answer("add", "{}"), Some(Ok("0".into())));
         assert_eq!(unfinished.mismatch(), None);
     }
 

@@ -190,23 +190,12 @@ impl State {
         if calls.tracing {
             self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
         }
-        match &mut self.journal {
-            journal::Mode::Off => (None, Answer::Host(self.callbacks.clone(), self.calls.timeout)),
-            journal::Mode::Record(journal) => {
-                journal.calls.push(JournalEntry {
-                    name: name.to_owned(),
-                    arguments: journal::parse(arguments_json),
-                    result: None,
-                    error: None,
-                    duration_ms: 0.0,
-                });
-                (Some(journal.calls.len() - 1), Answer::Host(self.callbacks.clone(), self.calls.timeout))
-            }
-            journal::Mode::Replay(replay) => match replay.answer(name, arguments_json) {
-                Ok(recorded) => (None, Answer::Recorded(recorded)),
-                Err(difference) => (None, Answer::Recorded(Some(Err(difference)))),
-            },
-        }
+        let index = match &mut self.journal {
+            journal::Mode::Replay(replay) => return (None, Answer::Recorded(replay.answer(name, arguments_json))),
+            journal::Mode::Record(journal) => Some(journal.start(name, arguments_json)),
+            journal::Mode::Off => None,
+        };
+        (index, Answer::Host(self.callbacks.clone(), self.calls.timeout))
     }
 
     /// Accounts for a callback call that answered (the journal entry `index` when recording).
@@ -221,12 +210,7 @@ impl State {
             }));
         }
         if let (Some(index), journal::Mode::Record(journal)) = (index, &mut self.journal) {
-            let entry = &mut journal.calls[index];
-            entry.duration_ms = duration_ms;
-            match answer {
-                Ok(text) => entry.result = Some(journal::parse(text)),
-                Err(text) => entry.error = Some(text.clone()),
-            }
+            journal.finish(index, answer, duration_ms);
         }
     }
 }
