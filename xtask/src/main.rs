@@ -1,29 +1,14 @@
 //! `cargo xtask`: fetch pinned inputs, check the machine, build the sandbox guests, and run
 //! them. This file only parses the command line and dispatches; each subcommand has its
-//! own module.
+//! own module, in the folder of its stage: `inputs/`, `build/`, `release/` and `run/`.
 
-mod archive;
-mod bench;
-mod build_runtime;
-mod bundle;
-mod cache;
-mod conformance;
-mod dist;
-mod doctor;
-mod download;
-mod fetch;
-mod lock;
-mod members;
-mod patch;
-mod sbom;
-mod stamp;
-mod steps;
-mod system;
-mod test;
-mod toolchain;
-mod variant;
-mod vendor;
-mod verify_reproducible;
+mod build;
+mod host;
+mod inputs;
+#[cfg(test)]
+mod layout_tests;
+mod release;
+mod run;
 mod workspace;
 
 use std::path::PathBuf;
@@ -62,52 +47,52 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Resolve every pin of toolchains.lock into the verified cache (no network when cached)
-    Fetch(fetch::Args),
+    Fetch(inputs::fetch::Args),
     /// Show every input and tool: where it was found, its version, whether it matches the pin
     Doctor,
     /// Build the sandbox guests into target/eryx/ (steps whose inputs did not change are skipped)
-    BuildRuntime(build_runtime::Args),
+    BuildRuntime(build::build_runtime::Args),
     /// Run Python code in a sandbox: each -c is one `execute` on the same sandbox; or FILE
     /// (`-`: stdin) as one; stdout is the code's only, exit status 1 after a Python error
-    Run(conformance::RunArgs),
+    Run(run::conformance::RunArgs),
     /// Run a variant's command form (python-<variant>.wasm) like `python3`: arguments after
     /// `--`, stdin passed through, the program's exit status
-    Python(conformance::PythonArgs),
+    Python(run::conformance::PythonArgs),
     /// Run the conformance suite (tests/conformance/*.toml) against built variants
-    Conformance(conformance::ConformanceArgs),
+    Conformance(run::conformance::ConformanceArgs),
     /// Build what is stale, run the workspace's cargo tests and the conformance suite
-    Test(test::Args),
+    Test(run::test::Args),
     /// Gather every outside input into one bundle (and a deterministic .tar.zst of it) for
     /// offline builds
-    Vendor(vendor::Args),
+    Vendor(release::vendor::Args),
     /// Build what is stale and assemble the release bundle: components, stdlib, manifest,
     /// SBOM, SHA256SUMS and one deterministic .tar.zst
-    Dist(dist::Args),
+    Dist(release::dist::Args),
     /// Measure start-up, latency, compute speed and memory of every variant beside native
     /// python3 (a release build of the host); a markdown table on stdout
-    Bench(bench::Args),
+    Bench(run::bench::Args),
     /// Build everything again in a fresh clone, offline from the vendor bundle, and compare
     /// the release bundles file by file
-    VerifyReproducible(verify_reproducible::Args),
+    VerifyReproducible(release::verify_reproducible::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let workspace = workspace::Workspace::discover()?;
-    let cache = cache::Cache::open(cli.cache_dir)?;
-    let vendor = cli.vendor.as_deref().map(|root| bundle::Bundle::open(root, &workspace)).transpose()?;
-    let sources = fetch::Sources { offline: cli.offline || vendor.is_some(), vendor };
+    let cache = inputs::cache::Cache::open(cli.cache_dir)?;
+    let vendor = cli.vendor.as_deref().map(|root| inputs::bundle::Bundle::open(root, &workspace)).transpose()?;
+    let sources = inputs::sources::Sources { offline: cli.offline || vendor.is_some(), vendor };
     match cli.command {
-        Command::Fetch(args) => fetch::run(&workspace, &cache, &sources, &args).map(|_| ()),
-        Command::Doctor => doctor::run(&workspace, &cache),
-        Command::BuildRuntime(args) => build_runtime::run(&workspace, &cache, &sources, &args).map(|_| ()),
-        Command::Run(args) => conformance::run_code(&workspace, &cache, &sources, &args),
-        Command::Conformance(args) => conformance::run_suite(&workspace, &cache, &sources, &args).map(|_| ()),
-        Command::Python(args) => conformance::run_python(&workspace, &cache, &sources, &args),
-        Command::Test(args) => test::run(&workspace, &cache, &sources, &args),
-        Command::Vendor(args) => vendor::run(&workspace, &cache, &sources, &args),
-        Command::Dist(args) => dist::run(&workspace, &cache, &sources, &args).map(|_| ()),
-        Command::Bench(args) => bench::run(&workspace, &cache, &sources, &args),
-        Command::VerifyReproducible(args) => verify_reproducible::run(&workspace, &cache, &sources, &args),
+        Command::Fetch(args) => inputs::fetch::run(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::Doctor => inputs::doctor::run(&workspace, &cache),
+        Command::BuildRuntime(args) => build::build_runtime::run(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::Run(args) => run::conformance::run_code(&workspace, &cache, &sources, &args),
+        Command::Conformance(args) => run::conformance::run_suite(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::Python(args) => run::conformance::run_python(&workspace, &cache, &sources, &args),
+        Command::Test(args) => run::test::run(&workspace, &cache, &sources, &args),
+        Command::Vendor(args) => release::vendor::run(&workspace, &cache, &sources, &args),
+        Command::Dist(args) => release::dist::run(&workspace, &cache, &sources, &args).map(|_| ()),
+        Command::Bench(args) => run::bench::run(&workspace, &cache, &sources, &args),
+        Command::VerifyReproducible(args) => release::verify_reproducible::run(&workspace, &cache, &sources, &args),
     }
 }

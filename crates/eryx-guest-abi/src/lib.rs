@@ -11,6 +11,7 @@
 //! [`export_backend!`]. The guest is single-threaded: the backend lives in a thread-local.
 
 pub mod calls;
+mod exports;
 mod ffi;
 mod stack;
 

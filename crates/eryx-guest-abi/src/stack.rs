@@ -1,4 +1,5 @@
-//! The value stack behind the `wit_dylib_*` functions, and the functions themselves.
+//! The value stack behind the `wit_dylib_*` functions, and the functions that move values
+//! and memory across it (the export entry points are in `exports.rs`).
 //!
 //! Ownership rules (from `wit_dylib.h`): strings and byte lists pushed to us were allocated
 //! with `cabi_realloc` and become ours; pointers we hand out when a value is popped must
@@ -101,7 +102,7 @@ impl Drop for Context {
     }
 }
 
-unsafe fn cx<'a>(cx: *mut u8) -> &'a mut Context {
+pub(crate) unsafe fn cx<'a>(cx: *mut u8) -> &'a mut Context {
     // SAFETY: every `cx` the bindings pass us came from `Box<Context>` or `&mut Context`.
     unsafe { &mut *(cx as *mut Context) }
 }
@@ -179,56 +180,6 @@ pub unsafe extern "C" fn wit_dylib_dealloc_bytes(
     } else {
         unsafe { deallocate(pointer, size, align) };
     }
-}
-
-#[no_mangle]
-pub extern "C" fn wit_dylib_export_start(_which: usize) -> *mut u8 {
-    Box::into_raw(Box::<Context>::default()) as *mut u8
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn wit_dylib_export_call(cx_pointer: *mut u8, which: usize) {
-    let context = unsafe { cx(cx_pointer) };
-    let name = wit().export_funcs()[which].name();
-    let args = std::mem::take(&mut context.stack);
-    if let Some(result) = crate::dispatch(name, args) {
-        context.stack.push(result);
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn wit_dylib_export_finish(cx_pointer: *mut u8, _which: usize) {
-    // SAFETY: created by `wit_dylib_export_start`; the bindings finish each call once.
-    drop(unsafe { Box::from_raw(cx_pointer as *mut Context) });
-}
-
-/// An async export (`execute`): runs to the end without returning to the host in between
-/// (the guest waits for its pending calls inside, see [`crate::calls`]), delivers the result
-/// with `task.return` and says it is done.
-#[no_mangle]
-pub unsafe extern "C" fn wit_dylib_export_async_call(cx_pointer: *mut u8, which: usize) -> u32 {
-    // SAFETY: created by `wit_dylib_export_start`; an async export's call owns it.
-    let mut context = unsafe { Box::from_raw(cx_pointer as *mut Context) };
-    let function = &wit().export_funcs()[which];
-    let args = std::mem::take(&mut context.stack);
-    let result = {
-        let _export = crate::calls::AsyncExport::begin();
-        crate::dispatch(function.name(), args)
-    };
-    if let Some(result) = result {
-        context.stack.push(result);
-    }
-    let task_return = function.task_return().expect("an async export has a task.return thunk");
-    // SAFETY: the bindings' thunk for this export, given this call's context; it lowers
-    // the result and hands it to the caller before returning.
-    unsafe { task_return(&mut *context as *mut Context as *mut u8) };
-    crate::calls::CALLBACK_CODE_EXIT
-}
-
-/// Called only after an async export answered `WAIT` or `YIELD`, which this guest never does.
-#[no_mangle]
-pub extern "C" fn wit_dylib_export_async_callback(event: u32, _a: u32, _b: u32, _which: usize) -> u32 {
-    panic!("an async export was called back (event {event}), but this guest never leaves one unfinished");
 }
 
 #[no_mangle]

@@ -53,7 +53,7 @@ pub struct Finished {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: crate::MemoryLimiter,
+    limits: crate::limits::MemoryLimiter,
 }
 
 impl WasiView for State {
@@ -88,7 +88,7 @@ impl CommandRuntime {
         )?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        crate::start_epoch_ticker(&engine);
+        crate::limits::start_epoch_ticker(&engine);
         Ok(CommandRuntime { engine, component, linker, variant })
     }
 
@@ -97,7 +97,7 @@ impl CommandRuntime {
         let mut wasi = WasiCtxBuilder::new();
         wasi.arg("python");
         wasi.args(&invocation.args);
-        crate::grant_variant(&mut wasi, &self.variant)?;
+        crate::state::grant_variant(&mut wasi, &self.variant)?;
         for (key, value) in &invocation.env {
             wasi.env(key, value);
         }
@@ -126,11 +126,11 @@ impl CommandRuntime {
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: crate::MemoryLimiter::new(invocation.memory_bytes),
+            limits: crate::limits::MemoryLimiter::new(invocation.memory_bytes),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline((invocation.timeout.as_millis() / crate::TICK.as_millis()).max(1) as u64);
+        store.set_epoch_deadline((invocation.timeout.as_millis() / crate::limits::TICK.as_millis()).max(1) as u64);
         let command = Command::instantiate(&mut store, &self.component, &self.linker)
             .map_err(anyhow::Error::from)
             .context("instantiate the command component")?;

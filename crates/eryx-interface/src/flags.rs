@@ -1,4 +1,4 @@
-//! The sandbox flags of `cargo xtask run` and `eryx-host run`, declared once: the xtask
+//! The sandbox flags of `cargo xtask run` and `eryx-tools run`, declared once: the xtask
 //! parses them and hands them on to the host unchanged.
 
 /// Limits, tracing and output form of one `run`.

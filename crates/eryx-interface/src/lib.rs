@@ -11,6 +11,7 @@
 //! file writes both use.
 
 pub mod files;
+#[cfg(feature = "flags")]
 pub mod flags;
 
 use std::fmt::Write;

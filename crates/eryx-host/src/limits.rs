@@ -1,0 +1,83 @@
+//! What a sandbox may use: [`Limits`] and the two mechanisms behind the ones the host
+//! enforces while guest code runs: the epoch ticker (the timeout's clock) and the memory
+//! limiter of a store.
+
+use std::time::Duration;
+
+use wasmtime::Engine;
+
+/// How often the epoch ticker advances; the timeout's resolution.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// Resource limits for one sandbox.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock time one `execute` may take.
+    pub timeout: Duration,
+    /// The most linear memory the guest may hold, in bytes.
+    pub memory_bytes: usize,
+    /// Fuel per `execute` (instructions, roughly), when set.
+    pub fuel: Option<u64>,
+    /// The most UTF-8 bytes of stdout, and of stderr, one `execute` keeps (enforced in the
+    /// guest: the rest is cut with a marker and the output says it was truncated).
+    pub max_output_bytes: u64,
+    /// The most callback invocations one `execute` may make.
+    pub max_callbacks: u32,
+    /// How long one callback may take before the guest gets an error instead.
+    pub callback_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 256 << 20,
+            fuel: None,
+            max_output_bytes: 1 << 20,
+            max_callbacks: 1000,
+            callback_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Advances `engine`'s epoch every [`TICK`] (the timeouts' clock) until the engine, held
+/// weakly, is gone.
+pub(crate) fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(TICK);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => break,
+        }
+    });
+}
+
+/// The memory limit of one store. A growth past it is refused (`memory.grow` answers -1, so
+/// the guest's allocator fails and Python raises `MemoryError`) and remembered for the call:
+/// when the guest then traps anyway (an allocation it cannot survive), the trap is the memory
+/// limit. A sandbox forgets the refusal when its next call starts.
+pub(crate) struct MemoryLimiter {
+    max_bytes: usize,
+    pub(crate) refused: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(max_bytes: usize) -> MemoryLimiter {
+        MemoryLimiter { max_bytes, refused: false }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|maximum| desired <= maximum))
+    }
+}

@@ -1,0 +1,224 @@
+//! [`Runtime`]: one variant's compiled component, its engine, instance pool and task
+//! runtime; it creates sandboxes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::limits::start_epoch_ticker;
+use crate::precompiled::load_precompiled;
+use crate::state::{grant_variant, sandbox_linker, State, GUEST_STDERR_BYTES};
+use crate::{bindings, compile_cache, engine, tail, Callbacks, Limits, Sandbox, VariantEntry};
+
+/// How many sandboxes of one [`Runtime`] may be alive at once: the size of its instance
+/// pool. Each slot reserves address space (not memory) up front: about 4 GiB for the
+/// sandbox's one linear memory and 32 MiB for the fiber stack its calls run on, so a runtime
+/// reserves about 2 TiB of the 128 TiB a Linux process has.
+pub const MAX_LIVE_SANDBOXES: u32 = 500;
+
+/// Where a [`Runtime`]'s compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// The build's precompiled artifact (`runtime-<variant>.cwasm`), digest checked.
+    Precompiled,
+    /// The host's compile cache.
+    CompileCache,
+    /// Compiled now (and cached).
+    Compiled,
+}
+
+impl Loaded {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Loaded::Precompiled => "loaded the precompiled artifact",
+            Loaded::CompileCache => "loaded from the compile cache",
+            Loaded::Compiled => "compiled",
+        }
+    }
+}
+
+/// Which of a variant's components a [`Runtime`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The pre-initialised component, from its precompiled artifact when that loads (the
+    /// default).
+    Preinit,
+    /// The pre-initialised component, compiled by the host (through its compile cache).
+    PreinitCompiled,
+    /// The component as linked, without pre-initialisation (for comparison).
+    Plain,
+}
+
+/// The instance pool of one runtime: every sandbox's memories and tables come from
+/// pre-reserved slots, and a memory is initialised by mapping the component's image
+/// copy-on-write instead of copying it; a slot is reset when its sandbox is dropped.
+fn pooling(limits: &Limits) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_LIVE_SANDBOXES)
+        .total_core_instances(MAX_LIVE_SANDBOXES * 32)
+        // A sandbox component has one linear memory (its libraries share it) and two tables.
+        .total_memories(MAX_LIVE_SANDBOXES)
+        .total_tables(MAX_LIVE_SANDBOXES * 2)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(1)
+        .max_tables_per_component(2)
+        .table_elements(100_000)
+        .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10))
+        // A sandbox runs one guest call at a time, each on one fiber stack.
+        .total_stacks(MAX_LIVE_SANDBOXES);
+    pool
+}
+
+/// A compiled variant, ready to create sandboxes.
+pub struct Runtime {
+    engine: Engine,
+    /// Drives the sandboxes' calls, their async callbacks and timers.
+    tasks: Arc<Tasks>,
+    pre: bindings::SandboxPre<State>,
+    variant: VariantEntry,
+    limits: Limits,
+    /// Where the compiled component came from (for reports and tests).
+    pub loaded: Loaded,
+}
+
+impl Runtime {
+    /// Loads `variant`'s default (pre-initialised) component from a manifest, with
+    /// `compile_cache_dir` for compiled components.
+    pub fn new(variant: VariantEntry, limits: Limits, compile_cache_dir: &Path) -> Result<Runtime> {
+        Runtime::with_form(variant, limits, compile_cache_dir, Form::Preinit)
+    }
+
+    /// Loads one of `variant`'s component forms.
+    pub fn with_form(variant: VariantEntry, limits: Limits, compile_cache_dir: &Path, form: Form) -> Result<Runtime> {
+        let fuel = limits.fuel.is_some();
+        let mut config = engine::sandbox_config(fuel);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
+        let engine = Engine::new(&config)?;
+        let component_path = match form {
+            Form::Plain => variant.plain_path.clone().with_context(|| {
+                format!("the manifest has no plain component of `{}`; run `cargo xtask build-runtime`", variant.name)
+            })?,
+            Form::Preinit | Form::PreinitCompiled => variant.component_path.clone(),
+        };
+        let precompiled = match (&variant.precompiled, form) {
+            // Fuel changes the compiled code; the artifact is built without it.
+            (Some(precompiled), Form::Preinit) if !fuel => match load_precompiled(&engine, precompiled) {
+                Ok(component) => Some(component),
+                Err(why) => {
+                    eprintln!("note: not using {}: {why}; compiling the component instead", precompiled.path.display());
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (component, loaded) = match precompiled {
+            Some(component) => (component, Loaded::Precompiled),
+            None => {
+                let (component, cached) = compile_cache::load(
+                    &engine,
+                    &component_path,
+                    compile_cache_dir,
+                    &engine::settings_label(fuel),
+                    compile_cache::Interface::Sandbox,
+                )?;
+                (component, if cached { Loaded::CompileCache } else { Loaded::Compiled })
+            }
+        };
+        let linker = sandbox_linker(&engine)?;
+        // A precompiled artifact skips the world check of the compile path; linking checks
+        // every function's type, so say what a failure here means.
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(bindings::SandboxPre::new)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} does not implement this host's {} (built for another version of wit/runtime.wit?); \
+                     rebuild it with `cargo xtask build-runtime`",
+                    component_path.display(),
+                    eryx_interface::world_name()
+                )
+            })?;
+        start_epoch_ticker(&engine);
+        Ok(Runtime { engine, tasks: Arc::new(Tasks::new()?), pre, variant, limits, loaded })
+    }
+
+    /// A fresh sandbox with its own namespace. Not from inside an async runtime (it blocks):
+    /// there, use [`Runtime::sandbox_async`].
+    pub fn sandbox(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
+        self.tasks.block_on(self.sandbox_async(callbacks))
+    }
+
+    /// [`Runtime::sandbox`] for async code: a future for the caller's tokio runtime (which
+    /// must have its timers enabled).
+    pub async fn sandbox_async(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
+        let mut wasi = WasiCtxBuilder::new();
+        grant_variant(&mut wasi, &self.variant)?;
+        // The guest's own stderr (not the user's, which `execute` captures) carries the
+        // reason of a guest panic; it is kept to explain traps.
+        let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
+        wasi.stderr(guest_stderr.clone());
+        // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
+        wasi.allow_blocking_current_thread(true);
+        let mut store = Store::new(&self.engine, State::new(wasi.build(), callbacks, self.limits.memory_bytes));
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        if let Some(fuel) = self.limits.fuel {
+            // Instantiation runs the libraries' constructors, which burn fuel too.
+            store.set_fuel(fuel)?;
+        }
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("instantiate the component")?;
+        Ok(Sandbox {
+            store,
+            instance,
+            tasks: self.tasks.clone(),
+            limits: self.limits.clone(),
+            poisoned: None,
+            guest_stderr,
+            trace: false,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// The tokio runtime of one [`Runtime`]: one worker thread for async callbacks and timers,
+/// the blocking pool for synchronous callbacks; the calls into guests are driven by the
+/// threads that make them. When the last sandbox and the runtime are gone it shuts down
+/// without waiting for synchronous callbacks still running (one that hangs would otherwise
+/// hang the drop).
+pub(crate) struct Tasks(Option<tokio::runtime::Runtime>);
+
+impl Tasks {
+    fn new() -> Result<Tasks> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eryx host")
+            .enable_time()
+            .build()
+            .context("start the host's task runtime")?;
+        Ok(Tasks(Some(runtime)))
+    }
+
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.0.as_ref().expect("the task runtime runs until dropped").block_on(future)
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

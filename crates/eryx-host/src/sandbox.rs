@@ -1,0 +1,237 @@
+//! [`Sandbox`]: one guest instance with a persistent Python namespace, and the calls into it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::Store;
+
+use crate::limits::TICK;
+use crate::runtime::Tasks;
+use crate::state::{CallAccounting, State};
+use crate::trace::TraceBuffer;
+use crate::{bindings, journal, tail, ExecError, Journal, Limits, Output, StateSnapshot, TraceEvent};
+
+/// One guest instance with a persistent Python namespace.
+pub struct Sandbox {
+    pub(crate) store: Store<State>,
+    pub(crate) instance: bindings::Sandbox,
+    pub(crate) limits: Limits,
+    /// Set after a trap: the instance must not be entered again.
+    pub(crate) poisoned: Option<ExecError>,
+    pub(crate) guest_stderr: tail::TailPipe,
+    pub(crate) trace: bool,
+    /// The runtime's task runtime, which drives this sandbox's calls.
+    pub(crate) tasks: Arc<Tasks>,
+}
+
+impl Sandbox {
+    /// Changes the wall-clock timeout for the following calls.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.limits.timeout = timeout;
+    }
+
+    /// The limits of the following calls; the memory limit and fuel's presence are fixed
+    /// when the runtime is created.
+    pub fn limits_mut(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+
+    /// Runs a call into the guest to its end, or until the timeout: the guest runs on a fiber
+    /// whose stack holds [`engine::MAX_WASM_STACK`] of wasm frames with room to spare, whatever
+    /// the caller's thread has (deep recursion in the interpreter's C code then ends in its own
+    /// `RecursionError`, or in wasmtime's stack-limit trap, never in an overflow of the host's
+    /// stack). The epoch deadline stops guest code that runs too long; this timeout also stops
+    /// a guest that waits too long (on callbacks that do not answer).
+    async fn call_guest<R>(
+        &mut self,
+        call: impl AsyncFnOnce(&mut Store<State>, &bindings::Sandbox) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        let (store, instance, timeout) = (&mut self.store, &self.instance, self.limits.timeout);
+        match tokio::time::timeout(timeout, call(store, instance)).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+        }
+    }
+
+    /// [`Sandbox::call_guest`] on the runtime's own task runtime, for the synchronous API.
+    fn block_on<R>(&mut self, call: impl AsyncFnOnce(&mut Store<State>, &bindings::Sandbox) -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+        let tasks = self.tasks.clone();
+        tasks.block_on(self.call_guest(call))
+    }
+
+    fn arm(&mut self) -> Result<(), ExecError> {
+        if let Some(error) = &self.poisoned {
+            return Err(ExecError::Trap(format!("the sandbox is unusable after an earlier failure ({error})")));
+        }
+        // The guest's stderr, and a refused memory growth, explain a trap of this call only.
+        self.guest_stderr.clear();
+        self.store.data_mut().limits.refused = false;
+        let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        self.store.set_epoch_deadline(ticks);
+        if let Some(fuel) = self.limits.fuel {
+            self.store.set_fuel(fuel).map_err(|error| ExecError::Trap(error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn classify(&mut self, error: wasmtime::Error) -> ExecError {
+        let text = format!("{error:?}");
+        let classified = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => ExecError::Timeout(self.limits.timeout),
+            Some(wasmtime::Trap::OutOfFuel) => ExecError::FuelExhausted(self.limits.fuel.unwrap_or(0)),
+            _ if self.store.data().limits.refused => ExecError::MemoryLimit(self.limits.memory_bytes),
+            _ => {
+                let said = String::from_utf8_lossy(&self.guest_stderr.contents()).trim().to_owned();
+                if said.is_empty() {
+                    ExecError::Trap(text)
+                } else {
+                    ExecError::Trap(format!("{said}\n{text}"))
+                }
+            }
+        };
+        self.poisoned = Some(classified.clone());
+        classified
+    }
+
+    /// Reports trace events of the following executes (off by default: tracing costs).
+    pub fn set_trace(&mut self, trace: bool) {
+        self.trace = trace;
+    }
+
+    /// Runs `code` in the sandbox's namespace. The trace events it caused, when tracing is
+    /// on, are [`Sandbox::traces`] afterwards. Not from inside an async runtime (it blocks):
+    /// there, use [`Sandbox::execute_async`].
+    pub fn execute(&mut self, code: &str) -> Result<Output, ExecError> {
+        let tasks = self.tasks.clone();
+        tasks.block_on(self.execute_async(code))
+    }
+
+    /// [`Sandbox::execute`] for async code: a future for the caller's tokio runtime (which
+    /// must have its timers enabled); the sandbox's callbacks then run on that runtime too.
+    pub async fn execute_async(&mut self, code: &str) -> Result<Output, ExecError> {
+        self.arm()?;
+        let state = self.store.data_mut();
+        state.traces = TraceBuffer::default();
+        state.calls = CallAccounting {
+            made: 0,
+            max: self.limits.max_callbacks,
+            timeout: self.limits.callback_timeout,
+            tracing: self.trace,
+        };
+        let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
+        let code = code.to_owned();
+        let outcome = self
+            .call_guest(async move |store, instance| {
+                store.run_concurrent(async move |accessor| instance.call_execute(accessor, code, options).await).await?
+            })
+            .await;
+        match outcome {
+            Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr, truncated: output.truncated }),
+            Ok(Err(error)) => Err(ExecError::Python {
+                traceback: error.traceback,
+                output: Output { stdout: error.stdout, stderr: error.stderr, truncated: error.truncated },
+            }),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Serialises the user globals that can be carried to another sandbox; the snapshot
+    /// names the ones it left out.
+    pub fn snapshot(&mut self) -> Result<StateSnapshot, ExecError> {
+        self.arm()?;
+        match self.block_on(async |store, instance| instance.call_snapshot_state(store).await) {
+            Ok(result) => result
+                .map(|snapshot| StateSnapshot { data: snapshot.data, skipped: snapshot.skipped })
+                .map_err(ExecError::python),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Merges a snapshot's globals back, name by name; answers the names that could not be
+    /// restored. Snapshots are trusted input: restoring one runs code it carries (inside the
+    /// sandbox).
+    pub fn restore(&mut self, data: &[u8]) -> Result<Vec<String>, ExecError> {
+        self.arm()?;
+        match self.block_on(async |store, instance| instance.call_restore_state(store, data).await) {
+            Ok(result) => result.map_err(ExecError::python),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Removes every user global and brings back the builtins and the callbacks.
+    pub fn clear(&mut self) -> Result<(), ExecError> {
+        self.arm()?;
+        match self.block_on(async |store, instance| instance.call_clear_state(store).await) {
+            Ok(result) => result.map_err(ExecError::python),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    /// Records the callback calls of the following executes, from now on (an empty journal).
+    pub fn record_callbacks(&mut self) {
+        self.store.data_mut().journal = journal::Mode::Record(Journal::default());
+    }
+
+    /// Answers the callback calls of the following executes from `journal`, in order,
+    /// without calling the host; a call that is not the journal's next one gets an error
+    /// naming the first difference (see [`Sandbox::replay_mismatch`]).
+    pub fn replay_callbacks(&mut self, journal: Journal) {
+        self.store.data_mut().journal = journal::Mode::Replay(journal::Replay::new(journal));
+    }
+
+    /// The callback calls recorded since [`Sandbox::record_callbacks`].
+    pub fn recorded_callbacks(&self) -> Option<&Journal> {
+        match &self.store.data().journal {
+            journal::Mode::Record(journal) => Some(journal),
+            _ => None,
+        }
+    }
+
+    /// Why a replay did not match: its first call that differed from the journal, or the
+    /// journal's calls that were not made. `None` when it matched (or nothing is replayed).
+    pub fn replay_mismatch(&self) -> Option<String> {
+        match &self.store.data().journal {
+            journal::Mode::Replay(replay) => replay.mismatch(),
+            _ => None,
+        }
+    }
+
+    /// The trace events of the last `execute`, in order.
+    pub fn traces(&self) -> &[TraceEvent] {
+        &self.store.data().traces.events
+    }
+
+    /// How many trace events were dropped because the buffer was full.
+    pub fn dropped_traces(&self) -> u64 {
+        self.store.data().traces.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{Callbacks, Runtime, VariantEntry};
+
+    /// A sandbox of a component whose exports trap (`unreachable`), with nothing mounted.
+    fn trapping_sandbox(directory: &Path) -> Sandbox {
+        let path = directory.join("runtime-trap.wasm");
+        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
+        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.join("compiled")).unwrap();
+        runtime.sandbox(Arc::new(Callbacks::new())).unwrap()
+    }
+
+    #[test]
+    fn a_memory_refusal_of_an_earlier_call_does_not_explain_a_later_trap() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut sandbox = trapping_sandbox(directory.path());
+        // An earlier call had a growth refused (and its code caught the MemoryError).
+        sandbox.store.data_mut().limits.refused = true;
+        match sandbox.execute("print(1)").unwrap_err() {
+            ExecError::Trap(text) => assert!(text.contains("unreachable"), "{text}"),
+            other => panic!("a trap of this call is no memory limit: {other}"),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The store state of one sandbox (its WASI context, callbacks, trace events, memory limit,
+//! callback accounting and journal) and the world's imports the host implements on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{Accessor, HasSelf, Linker, ResourceTable};
+use wasmtime::Engine;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::limits::MemoryLimiter;
+use crate::trace::TraceBuffer;
+use crate::{bindings, journal, Callbacks, TraceEvent, VariantEntry};
+
+/// How much of the guest's own stderr a sandbox keeps (to explain a trap).
+pub const GUEST_STDERR_BYTES: usize = 64 * 1024;
+
+/// The store state of one sandbox (opaque: only the host reads and changes it).
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    callbacks: Arc<Callbacks>,
+    pub(crate) traces: TraceBuffer,
+    pub(crate) limits: MemoryLimiter,
+    /// This execute's callback accounting and whether it traces.
+    pub(crate) calls: CallAccounting,
+    /// Whether callback calls are recorded or replayed.
+    pub(crate) journal: journal::Mode,
+}
+
+impl State {
+    /// A sandbox's state: its WASI context, its callbacks, a memory limit; no trace events,
+    /// no callback made yet.
+    pub(crate) fn new(wasi: WasiCtx, callbacks: Arc<Callbacks>, memory_bytes: usize) -> State {
+        State {
+            wasi,
+            table: ResourceTable::new(),
+            callbacks,
+            traces: TraceBuffer::default(),
+            limits: MemoryLimiter::new(memory_bytes),
+            calls: CallAccounting::default(),
+            journal: journal::Mode::Off,
+        }
+    }
+
+    /// Accounts for a callback call about to start and says where its answer comes from.
+    fn begin_callback(&mut self, name: &str, arguments_json: &str) -> (Option<usize>, Answer) {
+        let calls = &mut self.calls;
+        if calls.made >= calls.max {
+            return (None, Answer::Refused(format!("the callback limit of {} invocations per execute was reached", calls.max)));
+        }
+        calls.made += 1;
+        if calls.tracing {
+            self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
+        }
+        let index = match &mut self.journal {
+            journal::Mode::Replay(replay) => return (None, Answer::Recorded(replay.answer(name, arguments_json))),
+            journal::Mode::Record(journal) => Some(journal.start(name, arguments_json)),
+            journal::Mode::Off => None,
+        };
+        (index, Answer::Host(self.callbacks.clone(), self.calls.timeout))
+    }
+
+    /// Accounts for a callback call that answered (the journal entry `index` when recording).
+    fn end_callback(&mut self, index: Option<usize>, name: &str, answer: &Result<String, String>, duration: Duration) {
+        let duration_ms = duration.as_secs_f64() * 1000.0;
+        if self.calls.tracing {
+            self.traces.push_host(serde_json::json!({
+                "type": "callback_end",
+                "name": name,
+                "ok": answer.is_ok(),
+                "duration_ms": duration_ms,
+            }));
+        }
+        if let (Some(index), journal::Mode::Record(journal)) = (index, &mut self.journal) {
+            journal.finish(index, answer, duration_ms);
+        }
+    }
+}
+
+/// Where a callback call's answer comes from.
+enum Answer {
+    /// Refused before it started (the callback limit).
+    Refused(String),
+    /// The host's callbacks, within the callback timeout.
+    Host(Arc<Callbacks>, Duration),
+    /// The journal being replayed (`None`: the recorded call never answered).
+    Recorded(Option<Result<String, String>>),
+}
+
+/// A linker with WASI and the world's imports, for sandbox components.
+pub(crate) fn sandbox_linker(engine: &Engine) -> Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    bindings::Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+/// The callback limits of the running `execute`.
+#[derive(Default)]
+pub(crate) struct CallAccounting {
+    pub(crate) made: u32,
+    pub(crate) max: u32,
+    pub(crate) timeout: Duration,
+    pub(crate) tracing: bool,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
+    async fn invoke(accessor: &Accessor<T, Self>, name: String, arguments_json: String) -> Result<String, String> {
+        let (index, source) = accessor.with(|mut access| access.get().begin_callback(&name, &arguments_json));
+        let started = std::time::Instant::now();
+        let answer = match source {
+            Answer::Refused(text) => return Err(text),
+            Answer::Host(callbacks, timeout) => match tokio::time::timeout(timeout, callbacks.invoke(&name, &arguments_json)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis())),
+            },
+            Answer::Recorded(Some(answer)) => answer,
+            // Cancelled in the recording before it answered: it does not answer now either.
+            Answer::Recorded(None) => std::future::pending().await,
+        };
+        accessor.with(|mut access| access.get().end_callback(index, &name, &answer, started.elapsed()));
+        answer
+    }
+
+    async fn timer(_accessor: &Accessor<T, Self>, nanoseconds: u64) {
+        tokio::time::sleep(Duration::from_nanos(nanoseconds)).await;
+    }
+}
+
+impl bindings::SandboxImports for State {
+    fn list_callbacks(&mut self) -> Vec<bindings::CallbackInfo> {
+        self.callbacks
+            .list()
+            .map(|callback| bindings::CallbackInfo {
+                name: callback.name.clone(),
+                description: callback.description.clone(),
+                parameters_schema_json: callback.parameters_schema_json.clone(),
+            })
+            .collect()
+    }
+
+    fn report_trace(&mut self, lineno: u32, event_json: String, context_json: String) {
+        self.traces.push(TraceEvent { lineno, event_json, context_json });
+    }
+}
+
+/// What every instance of a variant sees: its stdlib (read-only) when it mounts one, and the
+/// variant's own environment.
+pub fn grant_variant(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Result<()> {
+    if let Some(stdlib) = &variant.stdlib {
+        wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
+    }
+    for (key, value) in &variant.env {
+        wasi.env(key, value);
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The command suite: case files (`tests/cli/*.toml`) run against every variant's command
+//! form (`python-<variant>.wasm`). This module is the only code that knows the format, and
+//! it rejects keys it does not know.
+//!
+//! ```toml
+//! [[case]]
+//! name = "script-with-arguments"
+//! files = { "script.py" = "import sys\nprint(sys.argv[1:])\n" }   # placed in a fresh
+//! args = ["/work/script.py", "a", "b"]                            # directory, mounted at /work
+//! stdin = ""
+//! env = { GREETING = "hi" }
+//! exit = 0                     # the expected exit status (default 0)
+//! stdout = "['a', 'b']\n"      # exact; or stdout_contains = [...]
+//! stderr_contains = []
+//! files_after = { "out.txt" = "written\n" }                       # exact contents after the run
+//! skip = { rustpython = "why this variant differs" }
+//! ```
+//!
+//! A skipped case still runs: if it passes, that is reported as a failure ("remove the
+//! skip"), so a fixed divergence cannot go unnoticed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use eryx_host::command::{CommandRuntime, Invocation, Streams};
+use eryx_host::Manifest;
+
+/// Where a case's files are mounted inside the program.
+pub const WORK_DIR: &str = "/work";
+
+pub use crate::conformance::SuiteArgs as Args;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub stdin: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub exit: i32,
+    pub stdout: Option<String>,
+    #[serde(default)]
+    pub stdout_contains: Vec<String>,
+    #[serde(default)]
+    pub stderr_contains: Vec<String>,
+    #[serde(default)]
+    pub files_after: BTreeMap<String, String>,
+    #[serde(default)]
+    pub skip: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// The cases of every `*.toml` under the given files and directories.
+pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    for file in crate::conformance::case_files(paths)? {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        let parsed: CaseFile = toml::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+        for mut case in parsed.case {
+            for relative in case.files.keys().chain(case.files_after.keys()) {
+                if Path::new(relative).is_absolute() || relative.split('/').any(|part| part == "..") {
+                    bail!("{}: case `{}`: file `{relative}` must stay inside the mounted directory", file.display(), case.name);
+                }
+            }
+            case.file = file.clone();
+            cases.push(case);
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for case in &cases {
+        if !names.insert(&case.name) {
+            bail!("two command cases are named `{}`", case.name);
+        }
+    }
+    Ok(cases)
+}
+
+/// Runs one case; `Err` is why it failed.
+pub fn run_case(runtime: &CommandRuntime, case: &Case) -> Result<(), String> {
+    let directory = tempfile::tempdir().map_err(|error| format!("create a temporary directory: {error}"))?;
+    for (relative, contents) in &case.files {
+        let path = directory.path().join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| error.to_string())?;
+        }
+        std::fs::write(&path, contents).map_err(|error| format!("write {relative}: {error}"))?;
+    }
+    let invocation = Invocation {
+        args: case.args.clone(),
+        env: case.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+        dirs: vec![(directory.path().to_path_buf(), WORK_DIR.to_owned())],
+        timeout: Duration::from_millis(case.timeout_ms.unwrap_or(30_000)),
+        memory_bytes: 256 << 20,
+    };
+    let finished = runtime
+        .run(&invocation, Streams::Capture { stdin: case.stdin.clone().into_bytes() })
+        .map_err(|error| format!("{error:#}"))?;
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    let context = || format!("\n  stdout: {:?}\n  stderr: {:?}", excerpt(&stdout), excerpt(&stderr));
+    if finished.exit_status != case.exit {
+        return Err(format!("exit status {}, expected {}{}", finished.exit_status, case.exit, context()));
+    }
+    if let Some(expected) = &case.stdout {
+        if *expected != stdout {
+            return Err(format!("stdout is {:?}, expected {expected:?}{}", excerpt(&stdout), context()));
+        }
+    }
+    for needle in &case.stdout_contains {
+        if !stdout.contains(needle.as_str()) {
+            return Err(format!("stdout lacks {needle:?}{}", context()));
+        }
+    }
+    for needle in &case.stderr_contains {
+        if !stderr.contains(needle.as_str()) {
+            return Err(format!("stderr lacks {needle:?}{}", context()));
+        }
+    }
+    for (relative, expected) in &case.files_after {
+        match std::fs::read_to_string(directory.path().join(relative)) {
+            Ok(actual) if actual == *expected => {}
+            Ok(actual) => return Err(format!("{WORK_DIR}/{relative} holds {:?}, expected {expected:?}", excerpt(&actual))),
+            Err(error) => return Err(format!("{WORK_DIR}/{relative} after the run: {error}")),
+        }
+    }
+    Ok(())
+}
+
+fn excerpt(text: &str) -> String {
+    let mut excerpt: String = text.chars().take(400).collect();
+    if excerpt.len() < text.len() {
+        excerpt.push('…');
+    }
+    excerpt
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let cases = load_cases(&args.cases)?;
+    let variants: Vec<String> = match args.variant.as_deref() {
+        None | Some("all") => manifest.variants.keys().cloned().collect(),
+        Some(name) => vec![manifest.variant(name)?.name.clone()],
+    };
+    let mut failures = 0;
+    for name in &variants {
+        let entry = manifest.variant(name)?.clone();
+        let runtime = CommandRuntime::new(entry, &manifest.compile_cache_dir())?;
+        let started = std::time::Instant::now();
+        let (mut passed, mut skipped) = (0, 0);
+        for case in &cases {
+            let skip = case.skip.get(name.as_str());
+            match (run_case(&runtime, case), skip) {
+                (Ok(()), None) => passed += 1,
+                (Ok(()), Some(reason)) => {
+                    failures += 1;
+                    println!("FAIL {name} {}: passes although it is skipped ({reason}); remove the skip", case.name);
+                }
+                (Err(_), Some(reason)) => {
+                    skipped += 1;
+                    println!("skip {name} {}: {reason}", case.name);
+                }
+                (Err(message), None) => {
+                    failures += 1;
+                    println!("FAIL {name} {} ({}): {message}", case.name, case.file.display());
+                }
+            }
+        }
+        println!(
+            "command suite, {name}: {passed} passed, {skipped} skipped, {} failed of {} in {:.1}s",
+            cases.len() - passed - skipped,
+            cases.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_escaping_files_are_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let file = directory.path().join("cases.toml");
+        std::fs::write(&file, "[[case]]\nname = \"x\"\nargs = []\nstdot = \"typo\"\n").unwrap();
+        let error = format!("{:#}", load_cases(std::slice::from_ref(&file)).unwrap_err());
+        assert!(error.contains("unknown field `stdot`"), "{error}");
+        std::fs::write(&file, "[[case]]\nname = \"x\"\nargs = []\nfiles = { \"../escape\" = \"\" }\n").unwrap();
+        let error = format!("{:#}", load_cases(&[file]).unwrap_err());
+        assert!(error.contains("must stay inside the mounted directory"), "{error}");
+    }
+
+    #[test]
+    fn the_repository_cases_parse() {
+        let cases = load_cases(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cli")]).unwrap();
+        assert!(cases.len() >= 10, "{} cases", cases.len());
+    }
+}

@@ -1,0 +1,299 @@
+//! The components the build made: pre-initialisation, the host's fast path, state that travels. These
+//! need `cargo xtask build-runtime`'s output: `cargo xtask test` runs them with
+//! `ERYX_MANIFEST` set; without it they say so and pass nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::manifest;
+use eryx_host::{Callbacks, Limits, Loaded, Runtime, VariantEntry};
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Pre-initialising the plain component again, with the stdlib freshly copied (other inodes,
+/// times and directory order than the build's), gives the build's bytes.
+#[test]
+fn pre_initialisation_is_deterministic() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let mut variant: VariantEntry = variant.clone();
+        let copy = tempfile::tempdir().unwrap();
+        if let Some(stdlib) = &mut variant.stdlib {
+            let fresh: PathBuf = copy.path().join("stdlib");
+            copy_tree(&stdlib.host_directory, &fresh);
+            stdlib.host_directory = fresh;
+        }
+        let plain = std::fs::read(variant.plain_path.as_ref().expect("the manifest names the plain component")).unwrap();
+        let again = eryx_tools::preinit::preinitialize(&plain, &variant, &variant.preinit_imports).unwrap();
+        let built = std::fs::read(&variant.component_path).unwrap();
+        assert!(again.len() > plain.len(), "{}: the snapshot holds the initialised heap", variant.name);
+        assert!(again == built, "{}: a second pre-initialisation gave other bytes than the build's", variant.name);
+    }
+}
+
+fn print_of(sandbox: &mut eryx_host::Sandbox, code: &str) -> String {
+    sandbox.execute(code).unwrap_or_else(|error| panic!("{code}: {error}")).stdout
+}
+
+/// Sandboxes start from one snapshot but share nothing: state set in one is absent from the
+/// next (alive at the same time or created after it was dropped), the `random` module is
+/// reseeded per sandbox, and a module the pre-initialisation did not import still loads.
+#[test]
+fn sandboxes_from_one_snapshot_are_isolated() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        assert_eq!(runtime.loaded, Loaded::Precompiled, "{}: the precompiled artifact loads on the build machine", variant.name);
+        let callbacks = Arc::new(Callbacks::standard());
+        let mut first = runtime.sandbox(callbacks.clone()).unwrap();
+        let mut second = runtime.sandbox(callbacks.clone()).unwrap();
+        let draw = "import random; print(random.random(), random.Random().random())";
+        assert_eq!(print_of(&mut first, "secret = 41\nimport sys; sys.modules['json'].marker = 1\nprint(secret + 1)"), "42\n");
+        assert_eq!(print_of(&mut second, "print('secret' in globals(), hasattr(__import__('json'), 'marker'))"), "False False\n");
+        let (one, two) = (print_of(&mut first, draw), print_of(&mut second, draw));
+        assert_ne!(one, two, "{}: two sandboxes drew the same random numbers", variant.name);
+        drop(first);
+        let mut third = runtime.sandbox(callbacks).unwrap();
+        assert_eq!(print_of(&mut third, "print('secret' in globals())"), "False\n", "{}", variant.name);
+        assert_ne!(print_of(&mut third, draw), one, "{}: a recycled slot drew the first sandbox's numbers", variant.name);
+        assert_eq!(print_of(&mut third, "import xml.dom.minidom, email.message; print(xml.dom.minidom.parseString('<a/>').documentElement.tagName)"), "a\n");
+    }
+}
+
+/// A precompiled artifact whose bytes are not the manifest's is not loaded; the runtime
+/// compiles the component instead and works.
+#[test]
+fn a_changed_precompiled_artifact_falls_back_to_compiling() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().expect("a built variant");
+    let mut changed = variant.clone();
+    let precompiled = changed.precompiled.as_mut().expect("the manifest names the precompiled artifact");
+    let directory = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&precompiled.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    precompiled.path = directory.path().join("changed.cwasm");
+    std::fs::write(&precompiled.path, &bytes).unwrap();
+    let runtime = Runtime::new(changed, Limits::default(), &manifest.compile_cache_dir()).unwrap();
+    assert_ne!(runtime.loaded, Loaded::Precompiled);
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    assert_eq!(print_of(&mut sandbox, "print(6 * 7)"), "42\n");
+}
+
+/// A snapshot restores into another sandbox; one made by another interpreter or version is
+/// refused as a whole, naming both.
+#[test]
+fn snapshots_travel_between_sandboxes_of_one_interpreter_only() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let callbacks = Arc::new(Callbacks::standard());
+        let mut first = runtime.sandbox(callbacks.clone()).unwrap();
+        print_of(&mut first, "numbers = [1, 2.5, 2**70 + 1]\ntext = 'é'");
+        let taken = first.snapshot().unwrap();
+        assert!(taken.skipped.is_empty(), "{}: {:?}", variant.name, taken.skipped);
+        let mut second = runtime.sandbox(callbacks.clone()).unwrap();
+        assert_eq!(second.restore(&taken.data).unwrap(), Vec::<String>::new());
+        assert_eq!(print_of(&mut second, "print(numbers, text)"), "[1, 2.5, 1180591620717411303425] é\n", "{}", variant.name);
+
+        let foreign_hex = print_of(
+            &mut second,
+            "import pickle\nprint(pickle.dumps({'format': 1, 'implementation': 'pypy', 'python': [3, 9], 'values': {}}).hex())",
+        );
+        let foreign: Vec<u8> = (0..foreign_hex.trim().len())
+            .step_by(2)
+            .map(|index| u8::from_str_radix(&foreign_hex.trim()[index..index + 2], 16).unwrap())
+            .collect();
+        let error = second.restore(&foreign).unwrap_err().to_string();
+        assert!(error.contains("the snapshot was made by pypy 3.9; this sandbox runs"), "{}: {error}", variant.name);
+        let error = second.restore(b"not a pickle").unwrap_err().to_string();
+        assert!(error.contains("the snapshot does not load"), "{}: {error}", variant.name);
+        assert_eq!(print_of(&mut second, "print(text)"), "é\n", "a refused snapshot changes nothing");
+    }
+}
+
+/// Guest code can call the runtime's trace import directly; the host keeps a bounded number
+/// of events and bytes, and counts the rest.
+#[test]
+fn trace_events_a_guest_floods_are_bounded() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().expect("a built variant");
+    let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    let flood = "import _eryx_runtime\nevent = 'e' * 10000\nfor _ in range(20000):\n    _eryx_runtime._host_report_trace(1, event, '')\nprint('done')";
+    assert_eq!(print_of(&mut sandbox, flood), "done\n");
+    let kept: usize = sandbox.traces().iter().map(|event| event.event_json.len() + event.context_json.len()).sum();
+    assert!(kept <= eryx_host::MAX_TRACE_BYTES, "{kept} bytes kept");
+    assert!(sandbox.traces().len() <= eryx_host::MAX_TRACE_EVENTS);
+    assert_eq!(sandbox.traces().len() as u64 + sandbox.dropped_traces(), 20000, "every event is kept or counted");
+}
+
+/// Fuel runs out as an error of its own; a sandbox that failed that way refuses later calls
+/// with the reason, and a new sandbox of the same runtime works.
+#[test]
+fn fuel_exhaustion_poisons_only_its_sandbox() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let limits = Limits { fuel: Some(50_000_000), ..Limits::default() };
+        let runtime = Runtime::new(variant.clone(), limits, &manifest.compile_cache_dir()).unwrap();
+        assert_ne!(runtime.loaded, Loaded::Precompiled, "fuel needs code compiled with fuel checks");
+        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        let error = sandbox.execute("while True:\n    pass").unwrap_err();
+        assert!(matches!(error, eryx_host::ExecError::FuelExhausted(50_000_000)), "{}: {error}", variant.name);
+        assert!(error.to_string().contains("the sandbox must be recreated"), "{error}");
+        let again = sandbox.execute("print(1)").unwrap_err().to_string();
+        assert!(again.contains("unusable after an earlier failure") && again.contains("fuel limit"), "{again}");
+        let mut fresh = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        assert_eq!(print_of(&mut fresh, "print(sum(range(10)))"), "45\n", "{}", variant.name);
+    }
+}
+
+/// The standard callbacks' names and descriptions, with handlers that fail: a sandbox with
+/// these sees the usual callbacks, but any call that reaches the host fails.
+fn callbacks_that_must_not_be_called() -> Callbacks {
+    let mut callbacks = Callbacks::new();
+    for callback in Callbacks::standard().list() {
+        let schema = serde_json::from_str(&callback.parameters_schema_json).unwrap();
+        callbacks.register(&callback.name, &callback.description, schema, |_| Err("the host was called".into()));
+    }
+    callbacks
+}
+
+/// Recorded executes replay in a sandbox whose callbacks all fail: the same code
+/// gives the same output from the journal alone; code that calls differently gets an error
+/// naming the first difference, and the sandbox says the replay did not match.
+#[test]
+fn a_callback_journal_replays_without_the_host() {
+    let Some(manifest) = manifest() else { return };
+    // A synchronous call in one execute, concurrent ones in the next.
+    let first = "total = add(a=20, b=22)";
+    let code = r#"
+import asyncio
+slept, echoed, failed = await asyncio.gather(sleep(ms=5), echo(x=[1, "y"]), fail(), return_exceptions=True)
+print(total, slept, echoed, failed)
+"#;
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut recording = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        recording.record_callbacks();
+        print_of(&mut recording, first);
+        let recorded = print_of(&mut recording, code);
+        assert_eq!(recorded, "42 5 {'x': [1, 'y']} callback 'fail' failed: boom\n", "{}", variant.name);
+        let journal = recording.recorded_callbacks().unwrap().clone();
+        let calls: Vec<(&str, String)> = journal.calls.iter().map(|call| (call.name.as_str(), call.arguments.to_string())).collect();
+        assert_eq!(
+            calls,
+            [("add", r#"{"a":20,"b":22}"#.into()), ("sleep", r#"{"ms":5}"#.into()), ("echo", r#"{"x":[1,"y"]}"#.into()), ("fail", "{}".into())],
+            "{}: calls in the order they started",
+            variant.name
+        );
+        assert_eq!(journal.calls[3].error.as_deref(), Some("boom"));
+        assert!(journal.calls[1].duration_ms >= 5.0, "{}: the duration is the host's", variant.name);
+
+        let mut replaying = runtime.sandbox(Arc::new(callbacks_that_must_not_be_called())).unwrap();
+        replaying.replay_callbacks(journal.clone());
+        print_of(&mut replaying, first);
+        assert_eq!(print_of(&mut replaying, code), recorded, "{}: the replay gives the recording's output", variant.name);
+        assert_eq!(replaying.replay_mismatch(), None);
+
+        let mut diverging = runtime.sandbox(Arc::new(callbacks_that_must_not_be_called())).unwrap();
+        diverging.replay_callbacks(journal);
+        let error = diverging.execute(&first.replace("b=22", "b=23")).unwrap_err().to_string();
+        let difference = "call 1 (`add`) differs from the callback journal: argument `b` is 23, the journal has 22";
+        assert!(error.contains(&format!("CallbackError: callback 'add' failed: {difference}")), "{}: {error}", variant.name);
+        assert_eq!(diverging.replay_mismatch().as_deref(), Some(difference), "{}", variant.name);
+    }
+}
+
+/// `eryx-tools run --record FILE` writes the journal of the run; `--replay FILE` gives the same
+/// output from it; a run that calls differently fails, saying how.
+#[test]
+fn run_records_and_replays_a_journal() {
+    let Some(_) = manifest() else { return };
+    let manifest_path = std::env::var("ERYX_MANIFEST").unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let journal = directory.path().join("journal.json");
+    let run = |extra: &[&str], code: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_eryx-tools"))
+            .args(["run", "--manifest", &manifest_path, "--variant", "cpython"])
+            .args(extra)
+            .args(["-c", "import asyncio", "-c", code])
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let code = "print(await asyncio.gather(*(add(a=i, b=1) for i in range(3))))";
+    let journal_flag = journal.to_str().unwrap();
+    let (ok, stdout, stderr) = run(&["--record", journal_flag], code);
+    assert!(ok && stdout == "[1, 2, 3]\n", "{stdout}{stderr}");
+    assert!(stderr.contains("recorded 3 callback call(s)"), "{stderr}");
+    let recorded = eryx_host::Journal::load(&journal).unwrap();
+    assert_eq!(recorded.calls.iter().map(|call| call.result.clone().unwrap()).collect::<Vec<_>>(), [1, 2, 3].map(serde_json::Value::from));
+
+    let (ok, stdout, stderr) = run(&["--replay", journal_flag], code);
+    assert!(ok && stdout == "[1, 2, 3]\n", "{stdout}{stderr}");
+    let (ok, _, stderr) = run(&["--replay", journal_flag], &code.replace("range(3)", "range(2)"));
+    assert!(!ok, "a run with fewer calls than its journal fails");
+    assert!(stderr.contains("the run did not match the callback journal: the callback journal has 1 more call(s)"), "{stderr}");
+}
+
+/// A synchronous callback that never returns ends in the callback timeout, and dropping the
+/// sandbox and its runtime afterwards does not wait for it.
+#[test]
+fn a_hung_synchronous_callback_holds_up_nothing() {
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().unwrap().clone();
+    let limits = Limits { callback_timeout: std::time::Duration::from_millis(50), ..Limits::default() };
+    let runtime = Runtime::new(variant, limits, &manifest.compile_cache_dir()).unwrap();
+    let (keep, never) = std::sync::mpsc::channel::<()>();
+    let never = std::sync::Mutex::new(never);
+    let mut callbacks = Callbacks::new();
+    callbacks.register("hang", "Never answers.", serde_json::json!({}), move |_| {
+        let _ = never.lock().unwrap().recv();
+        Ok(serde_json::Value::Null)
+    });
+    let mut sandbox = runtime.sandbox(Arc::new(callbacks)).unwrap();
+    let output = print_of(&mut sandbox, "try:\n    hang()\nexcept CallbackError as error:\n    print(error)");
+    assert!(output.contains("did not answer within the callback timeout of 50 ms"), "{output}");
+    let (dropped, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(sandbox);
+        drop(runtime);
+        dropped.send(()).unwrap();
+    });
+    assert!(done.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "dropping the runtime waited for the hung callback");
+    drop(keep);
+}
+
+/// From async code: a sandbox made and run on the caller's own tokio runtime, inside a
+/// spawned task (so the futures must be `Send`), its async callbacks running on that runtime.
+#[test]
+fn sandboxes_run_from_async_code() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let tasks = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        let output = tasks.block_on(async move {
+            let task = tokio::spawn(async move {
+                let mut sandbox = runtime.sandbox_async(Arc::new(Callbacks::standard())).await.unwrap();
+                let code = "import asyncio\nprint(await asyncio.gather(sleep(ms=20), add(a=1, b=2)))";
+                sandbox.execute_async(code).await.unwrap().stdout
+            });
+            task.await.unwrap()
+        });
+        assert_eq!(output, "[20, 3]\n", "{}", variant.name);
+    }
+}

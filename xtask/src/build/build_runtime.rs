@@ -1,0 +1,666 @@
+//! `cargo xtask build-runtime`: pinned inputs → `target/eryx/runtime-<variant>.wasm` (the
+//! sandbox), `target/eryx/python-<variant>.wasm` (the same interpreter as a WASI command) and
+//! `target/eryx/manifest.json`. The steps, each skipped when its inputs are unchanged:
+//!
+//! 1. the guest staticlib (`-Z build-std`, PIC, its own target directory, the pinned
+//!    build stamp of `inputs/stamp.rs`);
+//! 2. the variant's C stubs, with the chosen WASI clang;
+//! 3. the wit-dylib bindings library for `wit/runtime.wit`;
+//! 4. the runtime shared library (whole staticlib + stubs), exporting only what the
+//!    bindings and the pinned libraries import from it, names stripped;
+//! 5. the CPython stdlib, extracted and packed (variants that mount it);
+//! 6. the component, linked by wit-component's `Linker` from the pinned libraries;
+//! 7. the command form: an entry library defining `_start` (the interpreter's own main) and
+//!    a `wasi:cli/command` component from the same libraries with the command adapter;
+//! 8. the manifest: every artifact's path, size and sha256, and the pins that made it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use xshell::{cmd, Shell};
+
+use crate::build::steps::{Fingerprint, Runner};
+use crate::build::variant::{self, Variant};
+use crate::host::{self, HOST_PACKAGE};
+use crate::inputs::archive::{self, Compression};
+use crate::inputs::cache::{self, sha256_file, write_atomic, Cache};
+use crate::inputs::fetch::{self, Fetched};
+use crate::inputs::sources::Sources;
+use crate::inputs::stamp::{self, Stamp};
+use crate::workspace::Workspace;
+
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Build only this variant (default: all of them)
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
+}
+
+const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
+const STDLIB_MEMBER: &str = "python-stdlib.tar";
+const STDLIB_DIRECTORY: &str = "python-stdlib";
+const STDLIB_ARCHIVE: &str = "python-stdlib.tar.zst";
+const STDLIB_GUEST_PATH: &str = "/python-stdlib";
+const GUEST_RUSTFLAGS: &str = "-C relocation-model=pic";
+/// Where the checkout, cargo's home, registry sources and the guest target directory appear
+/// in the guests' panic messages, whatever their real paths: the guests' bytes do not
+/// depend on where they were built, nor on whether the crates came from cargo's registry
+/// cache or from a vendor bundle.
+const REMAPPED_WORKSPACE: &str = "/eryx";
+const REMAPPED_CARGO_HOME: &str = "/cargo";
+const REMAPPED_CRATES: &str = "/crates";
+const REMAPPED_TARGET: &str = "/target";
+
+/// The guest rustc flags: PIC, and the machine's paths remapped. Passed through
+/// `CARGO_ENCODED_RUSTFLAGS`, so paths with spaces stay whole. rustc applies the last
+/// remapping that matches, so the more specific ones come last.
+fn guest_rustflags(workspace: &Workspace, sources: &Sources) -> Result<Vec<String>> {
+    let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
+    let mut flags: Vec<String> = GUEST_RUSTFLAGS.split(' ').map(str::to_owned).collect();
+    flags.push(remap(&workspace.root, REMAPPED_WORKSPACE));
+    let cargo_home = crate::workspace::cargo_home();
+    flags.push(remap(&cargo_home, REMAPPED_CARGO_HOME));
+    // Cargo unpacks registry crates to `registry/src/<registry>/NAME-VERSION`; a bundle holds
+    // them as `crates/NAME-VERSION`. Both become `/crates/NAME-VERSION`.
+    let mut registries: Vec<PathBuf> = match fs::read_dir(cargo_home.join("registry").join("src")) {
+        Ok(entries) => entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect(),
+        Err(_) => Vec::new(),
+    };
+    registries.sort();
+    for registry in &registries {
+        flags.push(remap(registry, REMAPPED_CRATES));
+    }
+    if let Some(bundle) = &sources.vendor {
+        flags.push(remap(&bundle.crates_dir(), REMAPPED_CRATES));
+    }
+    flags.push(remap(&workspace.guest_target_dir(), REMAPPED_TARGET));
+    Ok(flags)
+}
+
+/// Builds the requested variants; returns the manifest path.
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
+    build(workspace, cache, sources, args).map(|(manifest, _)| manifest)
+}
+
+/// Builds the requested variants; returns the manifest path and the inputs that built them.
+pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<(PathBuf, Fetched)> {
+    let started = Instant::now();
+    let variants: Vec<&Variant> = match &args.variant {
+        Some(name) if name != "all" => vec![variant::by_name(name)?],
+        _ => variant::ALL.iter().collect(),
+    };
+    let fetched = fetch::resolve(workspace, cache, sources, false)?;
+    let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
+    let artifacts = workspace.artifacts_dir();
+    let mut runner = Runner::new(artifacts.join(".steps"));
+    runner.preamble = vec![
+        format!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason),
+        format!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason),
+    ];
+    let clang_version = fetched.wasi.version();
+    let linking = LinkingCrates::locked(workspace)?;
+    for variant in &variants {
+        build_variant(workspace, sources, &linking, &fetched, &stamp, &clang_version, variant, &mut runner)?;
+    }
+    let manifest = write_manifest(workspace, &fetched, &linking, &clang_version, &variants)?;
+    if runner.ran.is_empty() {
+        // Nothing was rebuilt: one line, so a command that builds first stays quiet.
+        eprintln!(
+            "build-runtime: up to date ({} steps, {:.1}s); {}",
+            runner.skipped.len(),
+            started.elapsed().as_secs_f64(),
+            manifest.display()
+        );
+        return Ok((manifest, fetched));
+    }
+    eprintln!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
+    for (name, seconds) in &runner.ran {
+        eprintln!("  ran     {name:<28} {seconds:>7.1}s");
+    }
+    if !runner.skipped.is_empty() {
+        eprintln!("  up to date: {}", runner.skipped.join(", "));
+    }
+    for variant in &variants {
+        for component in [variant.plain_component(), variant.component.to_owned(), variant.precompiled(), variant.command.component.to_owned()] {
+            let path = artifacts.join(&component);
+            let size = fs::metadata(&path)?.len();
+            eprintln!("  {component:<28} {:>8.1} MiB  {}", size as f64 / 1048576.0, path.display());
+        }
+    }
+    eprintln!("  manifest: {}", manifest.display());
+    Ok((manifest, fetched))
+}
+
+fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
+    fetched
+        .members
+        .get(name)
+        .map(PathBuf::as_path)
+        .with_context(|| format!("the pinned CPython set has no member `{name}`"))
+}
+
+/// Removes inherited build settings from a nested cargo command: RUSTFLAGS / CARGO_* /
+/// RUSTC* from the host build would leak into the guest's.
+fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let inherited_build_setting = (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key.starts_with("RUSTDOC")
+            || key == "RUSTUP_TOOLCHAIN"
+            || key.starts_with("PYO3_");
+        if inherited_build_setting {
+            command = command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// The versions of the xtask's own linking crates (from the host Cargo.lock): a bump of one
+/// must rebuild what it made.
+struct LinkingCrates {
+    wit_dylib: String,
+    wit_component: String,
+    /// The host's wasmtime and wizer: they pre-initialise and precompile.
+    wasmtime: String,
+    wasmtime_wizer: String,
+}
+
+impl LinkingCrates {
+    fn locked(workspace: &Workspace) -> Result<LinkingCrates> {
+        let path = workspace.path("Cargo.lock");
+        let lock = crate::inputs::lock::CargoLock::load(&path)?;
+        let version = |package: &str| lock.version_of(package).with_context(|| path.display().to_string());
+        Ok(LinkingCrates {
+            wit_dylib: version("wit-dylib")?,
+            wit_component: version("wit-component")?,
+            wasmtime: version("wasmtime")?,
+            wasmtime_wizer: version("wasmtime-wizer")?,
+        })
+    }
+}
+
+fn build_variant(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    fetched: &Fetched,
+    stamp: &Stamp,
+    clang_version: &str,
+    variant: &Variant,
+    runner: &mut Runner,
+) -> Result<()> {
+    let artifacts = workspace.artifacts_dir();
+    let build_dir = artifacts.join("build").join(variant.name);
+    fs::create_dir_all(&build_dir)?;
+    let target = &fetched.lock.rust_guest.target;
+
+    // 1. The guest staticlib.
+    let guest_target = workspace.guest_target_dir();
+    let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
+    let rustflags = guest_rustflags(workspace, sources)?;
+    let mut inputs = Fingerprint::default();
+    for source in variant.guest_sources {
+        let path = workspace.path(source);
+        if path.is_dir() {
+            inputs.tree(&path)?;
+        } else {
+            inputs.file(&path)?;
+        }
+    }
+    inputs
+        .text("rustc", &fetched.rust.version)
+        .text("rustflags", &rustflags.join("\x1f"))
+        .text("target", target)
+        .text("build-stamp", &stamp.commit);
+    for (key, value) in variant.guest_build_env {
+        inputs.text(key, value);
+    }
+    for patched in &fetched.lock.patched_crates {
+        inputs.tree(&crate::inputs::patch::crate_dir(workspace, patched))?;
+    }
+    runner.step(&format!("{}: guest staticlib", variant.name), &inputs, &[&staticlib], || {
+        let shell = Shell::new()?;
+        shell.change_dir(&workspace.root);
+        let cargo = &fetched.rust.cargo;
+        let toolchain = fetched.rust.toolchain_arg.as_slice();
+        let manifest = workspace.path(variant::GUEST_WORKSPACE_MANIFEST);
+        let package = variant.guest_package;
+        let mut command = scrubbed(cmd!(
+            shell,
+            "{cargo} {toolchain...} build --release --locked -Z build-std=panic_abort,std --target {target} --manifest-path {manifest} -p {package} --target-dir {guest_target}"
+        ))
+        .args(sources.cargo_args())
+        .env("RUSTC", &fetched.rust.rustc)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
+        for (key, value) in &fetched.rust.env {
+            command = command.env(key, value);
+        }
+        for (key, value) in stamp.env() {
+            command = command.env(key, value);
+        }
+        for (key, value) in variant.guest_build_env {
+            command = command.env(key, value);
+        }
+        command
+            .run()
+        .with_context(|| format!("build the {package} staticlib"))?;
+        Ok(())
+    })?;
+
+    // 2. The C stubs.
+    let mut objects = Vec::new();
+    for stub in variant.c_stubs {
+        objects.push(compile_c(workspace, fetched, clang_version, variant, &build_dir, stub, runner)?);
+    }
+
+    // 3. The bindings library (first: it decides what the runtime library exports).
+    let wit_dir = workspace.path("wit");
+    let bindings = build_dir.join("libcomponent_bindings.so");
+    let mut inputs = Fingerprint::default();
+    inputs.tree(&wit_dir)?.text("interpreter", variant.runtime_library).text("wit-dylib", &linking.wit_dylib);
+    runner.step(&format!("{}: wit-dylib bindings", variant.name), &inputs, &[&bindings], || {
+        let bytes = generate_bindings(&wit_dir, variant.runtime_library)?;
+        write_atomic(&bindings, &bytes)
+    })?;
+
+    // 4. The runtime shared library, exporting only what the bindings and the other
+    // libraries import from it, without its name section.
+    let runtime_library = build_dir.join(variant.runtime_library);
+    let mut exports = imports_of(&fs::read(&bindings)?)?;
+    exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
+    link_library(variant, fetched, clang_version, Some(&staticlib), &objects, &exports, &runtime_library, runner)?;
+
+    // 5. The stdlib, for variants that mount it.
+    if variant.mounts_stdlib {
+        build_stdlib(&artifacts, fetched, runner)?;
+    }
+
+    // 6. The component.
+    let mut pinned: Vec<(String, PathBuf)> = Vec::new();
+    for name in variant.pinned_libraries() {
+        pinned.push((name.to_string(), member(fetched, name)?.to_path_buf()));
+    }
+    let mut libraries = pinned.clone();
+    libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
+    libraries.push(("libcomponent_bindings.so".to_owned(), bindings.clone()));
+    let adapter = fs::read(member(fetched, ADAPTER_MEMBER)?)?;
+    let plain = artifacts.join(variant.plain_component());
+    link_component_step(linking, variant, &libraries, &adapter, &plain, runner)?;
+
+    // 6b. The pre-initialised component (the default), and 6c. its precompiled form.
+    let component = artifacts.join(variant.component);
+    preinit_step(workspace, sources, linking, variant, &plain, &component, runner)?;
+    precompile_step(workspace, sources, linking, variant, &component, &artifacts.join(variant.precompiled()), runner)?;
+
+    // 7. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
+    // from the same pinned libraries and stubs, with the preview1 command adapter.
+    let command = &variant.command;
+    for source in command.c_sources {
+        objects.push(compile_c(workspace, fetched, clang_version, variant, &build_dir, source, runner)?);
+    }
+    let entry_library = build_dir.join(command.library);
+    let mut exports: Vec<String> = command.exports.iter().map(|name| name.to_string()).collect();
+    exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
+    let staticlib = command.uses_staticlib.then_some(staticlib.as_path());
+    link_library(variant, fetched, clang_version, staticlib, &objects, &exports, &entry_library, runner)?;
+    let mut libraries = pinned;
+    libraries.push((command.library.to_owned(), entry_library));
+    let adapter = command_adapter(&fetched.lock)?;
+    link_component_step(linking, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
+    Ok(())
+}
+
+/// What a sandbox of a variant sees besides its code.
+struct SandboxView {
+    /// The stdlib mount: host directory, guest path.
+    mount: Option<(PathBuf, &'static str)>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+fn sandbox_view(artifacts: &Path, variant: &Variant) -> SandboxView {
+    if variant.mounts_stdlib {
+        let env = vec![("PYTHONHOME", STDLIB_GUEST_PATH), ("PYTHONPATH", STDLIB_GUEST_PATH), ("PYTHONDONTWRITEBYTECODE", "1")];
+        SandboxView { mount: Some((artifacts.join(STDLIB_DIRECTORY), STDLIB_GUEST_PATH)), env }
+    } else {
+        SandboxView { mount: None, env: Vec::new() }
+    }
+}
+
+/// Pre-initialises `plain` into `output` with the host (`eryx-tools preinit`), as a step.
+fn preinit_step(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    variant: &Variant,
+    plain: &Path,
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let artifacts = workspace.artifacts_dir();
+    let SandboxView { mount, env } = sandbox_view(&artifacts, variant);
+    let mut inputs = Fingerprint::default();
+    inputs
+        .file(plain)?
+        .text("imports", &variant.preinit_imports.join(","))
+        .text("wasmtime", &linking.wasmtime)
+        .text("wasmtime-wizer", &linking.wasmtime_wizer);
+    for source in host::PREINIT_SOURCES {
+        inputs.file(&workspace.path(source))?;
+    }
+    if mount.is_some() {
+        // The stdlib's contents (its archive stands for the extracted tree).
+        inputs.file(&artifacts.join(STDLIB_ARCHIVE))?;
+    }
+    for (key, value) in &env {
+        inputs.text(key, value);
+    }
+    runner.step(&format!("{}: pre-initialise", variant.name), &inputs, &[output], || {
+        let mut command = host::host_command(workspace, sources);
+        command.arg("preinit").arg("--component").arg(plain).arg("--out").arg(output);
+        if let Some((host, guest)) = &mount {
+            command.arg("--mount").arg(format!("{}::{guest}", host.display()));
+        }
+        for (key, value) in &env {
+            command.arg("--env").arg(format!("{key}={value}"));
+        }
+        for module in variant.preinit_imports {
+            command.arg("--import").arg(module);
+        }
+        host::exec(command, &format!("{HOST_PACKAGE} preinit"))
+    })?;
+    Ok(())
+}
+
+/// Precompiles `component` into `output` (and `output.json`) with the host
+/// (`eryx-tools precompile`), as a step.
+fn precompile_step(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    variant: &Variant,
+    component: &Path,
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let sidecar = precompiled_info_path(output);
+    let mut inputs = Fingerprint::default();
+    inputs.file(component)?.text("wasmtime", &linking.wasmtime);
+    for source in host::PRECOMPILE_SOURCES {
+        inputs.file(&workspace.path(source))?;
+    }
+    runner.step(&format!("{}: precompile", variant.name), &inputs, &[output, &sidecar], || {
+        let mut command = host::host_command(workspace, sources);
+        command.arg("precompile").arg("--component").arg(component).arg("--out").arg(output).arg("--info").arg(&sidecar);
+        host::exec(command, &format!("{HOST_PACKAGE} precompile"))
+    })?;
+    Ok(())
+}
+
+/// Where the build keeps what a precompiled artifact was compiled for (`eryx-tools precompile
+/// --info`).
+fn precompiled_info_path(artifact: &Path) -> PathBuf {
+    let mut path = artifact.as_os_str().to_owned();
+    path.push(".json");
+    PathBuf::from(path)
+}
+
+/// The preview1 command adapter, checked against its pin.
+fn command_adapter(lock: &crate::inputs::lock::Lock) -> Result<&'static [u8]> {
+    let bytes = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
+    let pin = &lock.command_adapter;
+    let digest = cache::sha256_bytes(bytes);
+    if digest != pin.sha256 {
+        bail!(
+            "the preview1 command adapter of {} has sha256 {digest}, toolchains.lock pins {} ({} {}): \
+             move the pin and the dependency in xtask/Cargo.toml together",
+            pin.crate_name,
+            pin.sha256,
+            pin.crate_name,
+            pin.version
+        );
+    }
+    Ok(bytes)
+}
+
+/// Compiles one C source of `variant` with the chosen WASI clang; returns the object.
+fn compile_c(
+    workspace: &Workspace,
+    fetched: &Fetched,
+    clang_version: &str,
+    variant: &Variant,
+    build_dir: &Path,
+    relative: &str,
+    runner: &mut Runner,
+) -> Result<PathBuf> {
+    let source = workspace.path(relative);
+    let file_name = Path::new(relative).file_name().context("a C source has a file name")?.to_string_lossy().into_owned();
+    let object = build_dir.join(Path::new(&file_name).with_extension("o"));
+    let mut inputs = Fingerprint::default();
+    inputs.file(&source)?.text("clang", clang_version).text("flags", &fetched.wasi.compile_flags.join(" "));
+    runner.step(&format!("{}: compile {file_name}", variant.name), &inputs, &[&object], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        let flags = &fetched.wasi.compile_flags;
+        let temporary = cache::temporary_sibling(&object);
+        cmd!(shell, "{clang} {flags...} -fPIC -O2 -c {source} -o {temporary}").run()?;
+        fs::rename(&temporary, &object)?;
+        Ok(())
+    })?;
+    Ok(object)
+}
+
+/// Links a wasm shared library from the (optional, whole) staticlib and objects, exporting
+/// only `exports`, without its name section.
+#[allow(clippy::too_many_arguments)]
+fn link_library(
+    variant: &Variant,
+    fetched: &Fetched,
+    clang_version: &str,
+    staticlib: Option<&Path>,
+    objects: &[PathBuf],
+    exports: &[String],
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let name = output.file_name().context("a library has a file name")?.to_string_lossy().into_owned();
+    let export_flags: Vec<String> = exports.iter().map(|name| format!("-Wl,--export-if-defined={name}")).collect();
+    let mut inputs = Fingerprint::default();
+    if let Some(staticlib) = staticlib {
+        inputs.file(staticlib)?;
+    }
+    inputs.text("clang", clang_version).text("exports", &exports.join(","));
+    for object in objects {
+        inputs.file(object)?;
+    }
+    let archive: Vec<String> = match staticlib {
+        Some(staticlib) => vec!["-Wl,--whole-archive".into(), staticlib.display().to_string(), "-Wl,--no-whole-archive".into()],
+        None => Vec::new(),
+    };
+    runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        // `--strip-all` drops the name section, so the temporary name leaves no trace.
+        let temporary = cache::temporary_sibling(output);
+        cmd!(
+            shell,
+            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all {archive...} {objects...} -o {temporary}"
+        )
+        .quiet()
+        .run()
+        .with_context(|| format!("link {name}"))?;
+        fs::rename(&temporary, output)?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Links a component from `libraries` and `adapter` into `output`, as a skippable step.
+fn link_component_step(
+    linking: &LinkingCrates,
+    variant: &Variant,
+    libraries: &[(String, PathBuf)],
+    adapter: &[u8],
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let name = output.file_name().context("a component has a file name")?.to_string_lossy().into_owned();
+    let mut inputs = Fingerprint::default();
+    for (library, path) in libraries {
+        inputs.text("library", library).file(path)?;
+    }
+    inputs
+        .text("adapter", &cache::sha256_bytes(adapter))
+        .text("wit-component", &linking.wit_component);
+    runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
+        let bytes = link_component(libraries, adapter)?;
+        write_atomic(output, &bytes)
+    })?;
+    Ok(())
+}
+
+fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Result<()> {
+    let tar = member(fetched, STDLIB_MEMBER)?;
+    let directory = artifacts.join(STDLIB_DIRECTORY);
+    let packed = artifacts.join(STDLIB_ARCHIVE);
+    let mut inputs = Fingerprint::default();
+    inputs.file(tar)?.text("zstd-level", "15");
+    runner.step("stdlib: extract and pack", &inputs, &[&directory, &packed], || {
+        archive::extract(tar, Compression::None, &directory)?;
+        let bytes = fs::read(tar)?;
+        let compressed = zstd::encode_all(&bytes[..], 15).context("compress the stdlib")?;
+        write_atomic(&packed, &compressed)
+    })?;
+    Ok(())
+}
+
+/// The names `library` (a shared library) imports: what the runtime library must export
+/// for it. Names the runtime library does not define are left to the other libraries.
+fn imports_of(library: &[u8]) -> Result<Vec<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(library) {
+        if let wasmparser::Payload::ImportSection(reader) = payload.context("parse the bindings library")? {
+            for import in reader.into_imports() {
+                names.insert(import.context("parse the bindings' imports")?.name.to_owned());
+            }
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// The wit-dylib bindings for the world in `wit_dir`, with the world's type embedded so
+/// the linker knows what the component exports and imports.
+fn generate_bindings(wit_dir: &Path, interpreter: &str) -> Result<Vec<u8>> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_dir(wit_dir).with_context(|| format!("parse {}", wit_dir.display()))?;
+    let world = resolve.select_world(&[package], Some("sandbox")).context("find world `sandbox`")?;
+    let mut options = wit_dylib::DylibOpts { interpreter: Some(interpreter.to_owned()), ..Default::default() };
+    let mut bytes = wit_dylib::create(&resolve, world, Some(&mut options)).context("wit-dylib")?;
+    wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8, false)
+        .context("embed the world in the bindings")?;
+    Ok(bytes)
+}
+
+fn link_component(libraries: &[(String, PathBuf)], adapter: &[u8]) -> Result<Vec<u8>> {
+    let mut linker = wit_component::Linker::default();
+    linker.use_built_in_libdl(true);
+    for (name, path) in libraries {
+        let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        linker.library(name, &bytes, false)?;
+    }
+    linker.encoder().validate(true);
+    linker.encoder().adapter("wasi_snapshot_preview1", adapter)?;
+    linker.encode().context("link the component")
+}
+
+fn artifact_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
+    let relative = path.strip_prefix(artifacts).unwrap_or(path);
+    Ok(json!({
+        "path": relative.to_string_lossy(),
+        "size": fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.len(),
+        "sha256": sha256_file(path)?,
+    }))
+}
+
+/// Writes `manifest.json`, keeping the entries of variants not built this time when their
+/// component is still there.
+fn write_manifest(
+    workspace: &Workspace,
+    fetched: &Fetched,
+    linking: &LinkingCrates,
+    clang_version: &str,
+    built: &[&Variant],
+) -> Result<PathBuf> {
+    let artifacts = workspace.artifacts_dir();
+    let path = artifacts.join("manifest.json");
+    let mut variants: BTreeMap<String, serde_json::Value> = fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|manifest| serde_json::from_value(manifest["variants"].clone()).ok())
+        .unwrap_or_default();
+    variants.retain(|name, entry| {
+        !built.iter().any(|variant| variant.name == name)
+            && entry["component"]["path"].as_str().is_some_and(|component| artifacts.join(component).exists())
+    });
+    for variant in built {
+        let precompiled = artifacts.join(variant.precompiled());
+        let info_path = precompiled_info_path(&precompiled);
+        let info: serde_json::Value = serde_json::from_slice(&fs::read(&info_path).with_context(|| format!("read {}", info_path.display()))?)
+            .with_context(|| format!("parse {}", info_path.display()))?;
+        let mut precompiled = artifact_entry(&artifacts, &precompiled)?;
+        precompiled["wasmtime"] = json!(linking.wasmtime);
+        for key in ["target", "cpu", "compatibility_hash"] {
+            precompiled[key] = info[key].clone();
+        }
+        let mut entry = json!({
+            "component": artifact_entry(&artifacts, &artifacts.join(variant.component))?,
+            "plain": artifact_entry(&artifacts, &artifacts.join(variant.plain_component()))?,
+            "precompiled": precompiled,
+            "preinit_imports": variant.preinit_imports,
+            "command": artifact_entry(&artifacts, &artifacts.join(variant.command.component))?,
+            "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
+            "pinned_libraries": variant.pinned_libraries(),
+            "env": {},
+        });
+        let SandboxView { mount, env } = sandbox_view(&artifacts, variant);
+        if mount.is_some() {
+            entry["stdlib"] = json!({
+                "directory": STDLIB_DIRECTORY,
+                "guest_path": STDLIB_GUEST_PATH,
+                "archive": artifact_entry(&artifacts, &artifacts.join(STDLIB_ARCHIVE))?,
+            });
+        }
+        entry["env"] = json!(env.into_iter().collect::<BTreeMap<_, _>>());
+        variants.insert(variant.name.to_owned(), entry);
+    }
+    let lock = &fetched.lock;
+    let manifest = json!({
+        "schema": 1,
+        "variants": variants,
+        "inputs": {
+            "python_version": lock.cpython.python_version,
+            "cpython_wheel": {
+                "project": lock.cpython.wheel_project,
+                "version": lock.cpython.wheel_version,
+                "sha256": lock.wheel_for_host()?.sha256,
+            },
+            "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
+            "wasi_toolchain": { "provider": fetched.wasi.provider, "clang": clang_version, "wasi_sdk_pin": lock.wasi_sdk.version },
+            "guest_rust": { "version": fetched.rust.version, "target": lock.rust_guest.target, "rustflags": GUEST_RUSTFLAGS, "remapped_paths": [REMAPPED_WORKSPACE, REMAPPED_CARGO_HOME], "source_date_epoch": stamp::SOURCE_DATE_EPOCH },
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&manifest)?;
+    text.push('\n');
+    if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        write_atomic(&path, text.as_bytes())?;
+    }
+    if !path.exists() {
+        bail!("the manifest was not written");
+    }
+    Ok(path)
+}

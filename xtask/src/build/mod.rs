@@ -1,0 +1,6 @@
+//! The guest build: one pipeline (`build_runtime`) for every variant (`variant`, the
+//! variants as data), made of fingerprinted, skippable steps (`steps`).
+
+pub(crate) mod build_runtime;
+mod steps;
+pub(crate) mod variant;

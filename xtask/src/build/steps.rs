@@ -1,0 +1,171 @@
+//! Build steps as functions of their inputs. A step fingerprints everything it reads
+//! (file contents, pins, flags, tool versions); when the fingerprint equals the one stored
+//! from its last successful run and its outputs exist, it is skipped. Outputs are written
+//! under temporary names and renamed into place, and the stored fingerprint is removed
+//! before a step runs and written only after it succeeded, so an interrupted step always
+//! runs again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::inputs::cache::{hex, sha256_file, write_atomic};
+
+#[derive(Default)]
+pub struct Fingerprint {
+    hasher: Sha256,
+}
+
+impl Fingerprint {
+    pub fn text(&mut self, key: &str, value: &str) -> &mut Self {
+        for part in [key, value] {
+            self.hasher.update((part.len() as u64).to_le_bytes());
+            self.hasher.update(part.as_bytes());
+        }
+        self
+    }
+
+    pub fn file(&mut self, path: &Path) -> Result<&mut Self> {
+        let digest = sha256_file(path)?;
+        Ok(self.text(&path.to_string_lossy(), &digest))
+    }
+
+    /// Every file under `directory` (sorted, skipping `target` directories), by content.
+    pub fn tree(&mut self, directory: &Path) -> Result<&mut Self> {
+        let mut files = Vec::new();
+        collect_files(directory, &mut files)?;
+        files.sort();
+        for file in files {
+            self.file(&file)?;
+        }
+        Ok(self)
+    }
+
+    pub fn finish(&self) -> String {
+        hex(&self.hasher.clone().finalize())
+    }
+}
+
+fn collect_files(directory: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(directory).with_context(|| format!("read {}", directory.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            collect_files(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Records which steps ran and how long they took, for the build summary.
+#[derive(Default)]
+pub struct Runner {
+    pub state_dir: PathBuf,
+    pub ran: Vec<(String, f64)>,
+    pub skipped: Vec<String>,
+    /// Printed (to stderr) before the first step that runs: which toolchains a build uses is
+    /// worth saying only when something is built.
+    pub preamble: Vec<String>,
+}
+
+impl Runner {
+    pub fn new(state_dir: PathBuf) -> Runner {
+        Runner { state_dir, ..Runner::default() }
+    }
+
+    /// Runs `action` unless `fingerprint` matches the last successful run and every output
+    /// exists. Returns whether it ran.
+    pub fn step(
+        &mut self,
+        name: &str,
+        fingerprint: &Fingerprint,
+        outputs: &[&Path],
+        action: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
+        let stamp = self.state_dir.join(format!("{name}.fingerprint"));
+        let digest = fingerprint.finish();
+        let fresh = fs::read_to_string(&stamp).map(|stored| stored == digest).unwrap_or(false)
+            && outputs.iter().all(|output| output.exists());
+        if fresh {
+            self.skipped.push(name.to_owned());
+            return Ok(false);
+        }
+        for line in self.preamble.drain(..) {
+            eprintln!("{line}");
+        }
+        let _ = fs::remove_file(&stamp);
+        eprintln!("[run ] {name}");
+        let started = Instant::now();
+        action().with_context(|| format!("step `{name}`"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        write_atomic(&stamp, digest.as_bytes())?;
+        self.record_timing(name, seconds)?;
+        eprintln!("[done] {name} in {seconds:.1}s");
+        self.ran.push((name.to_owned(), seconds));
+        Ok(true)
+    }
+}
+
+impl Runner {
+    /// Keeps each step's latest duration in `timings.json` beside the fingerprints (read by
+    /// `cargo xtask bench`).
+    fn record_timing(&self, name: &str, seconds: f64) -> Result<()> {
+        let path = self.state_dir.join("timings.json");
+        let mut timings: std::collections::BTreeMap<String, f64> =
+            fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+        timings.insert(name.to_owned(), (seconds * 10.0).round() / 10.0);
+        write_atomic(&path, format!("{}\n", serde_json::to_string_pretty(&timings)?).as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_reruns_only_when_an_input_changes() {
+        let directory = tempfile::tempdir().unwrap();
+        let input = directory.path().join("input.txt");
+        let output = directory.path().join("output.txt");
+        fs::write(&input, "one").unwrap();
+        let mut runner = Runner::new(directory.path().join("state"));
+        let mut runs = 0;
+        let mut build = |runner: &mut Runner| {
+            let mut fingerprint = Fingerprint::default();
+            fingerprint.file(&input).unwrap();
+            runner
+                .step("copy", &fingerprint, &[&output], || {
+                    runs += 1;
+                    write_atomic(&output, &fs::read(&input)?)
+                })
+                .unwrap()
+        };
+        assert!(build(&mut runner));
+        assert!(!build(&mut runner));
+        fs::write(&input, "two").unwrap();
+        assert!(build(&mut runner));
+        fs::remove_file(&output).unwrap();
+        assert!(build(&mut runner), "a missing output reruns the step");
+        assert_eq!(runs, 3);
+    }
+
+    #[test]
+    fn a_failed_step_is_not_recorded() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut runner = Runner::new(directory.path().join("state"));
+        let mut fingerprint = Fingerprint::default();
+        fingerprint.text("flag", "x");
+        let error = runner.step("fails", &fingerprint, &[], || anyhow::bail!("no")).unwrap_err();
+        assert!(format!("{error:#}").contains("step `fails`: no"));
+        assert!(runner.step("fails", &fingerprint, &[], || Ok(())).unwrap(), "it runs again");
+    }
+}

@@ -1,0 +1,173 @@
+//! The machine: Debian packages (checked with dpkg-query, installed with apt-get when we
+//! are root on a Debian-like system, otherwise the exact command is printed), and a helper
+//! to read a tool's version.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::inputs::bundle::Bundle;
+use crate::inputs::lock::DebianDeb;
+use crate::inputs::sources::Sources;
+
+/// A package pin `name=version` from toolchains.lock.
+pub struct PackagePin<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+}
+
+pub fn parse_pin(pin: &str) -> PackagePin<'_> {
+    match pin.split_once('=') {
+        Some((name, version)) => PackagePin { name, version },
+        None => PackagePin { name: pin, version: "" },
+    }
+}
+
+/// The installed version of a Debian package, if it is installed.
+pub fn installed_version(package: &str) -> Option<String> {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}|${Version}", package])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (status, version) = text.split_once('|')?;
+    (output.status.success() && status.ends_with(" installed")).then(|| version.to_owned())
+}
+
+fn is_debian_like() -> bool {
+    Path::new("/etc/debian_version").exists()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The command that installs the missing pins.
+pub fn install_command(pins: &[&str]) -> String {
+    format!("apt-get install -y {}", pins.join(" "))
+}
+
+/// Makes sure every pinned package is installed. Missing ones are installed when this is a
+/// Debian-like machine and we are root; otherwise this fails with the command to run. A
+/// package installed at another version than pinned is reported, not replaced.
+pub fn ensure_packages(pins: &[String], purpose: &str, debs: &[DebianDeb], sources: &Sources) -> Result<()> {
+    let mut missing = Vec::new();
+    for pin in pins {
+        let parsed = parse_pin(pin);
+        match installed_version(parsed.name) {
+            Some(version) if version == parsed.version || parsed.version.is_empty() => {}
+            Some(version) => eprintln!(
+                "note: {} is installed at {version}, toolchains.lock pins {}",
+                parsed.name, parsed.version
+            ),
+            None => missing.push(pin.as_str()),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if let Some(bundle) = &sources.vendor {
+        return install_from_bundle(&missing, purpose, debs, bundle);
+    }
+    let command = install_command(&missing);
+    if sources.offline {
+        bail!(
+            "{purpose} needs packages that are not installed, and this build is offline: pass --vendor DIR \
+             (a bundle from `cargo xtask vendor` holds their .deb files), or run as root with the network:\n  \
+             apt-get update && {command}"
+        );
+    }
+    if !(is_debian_like() && is_root()) {
+        bail!(
+            "{purpose} needs packages that are not installed; run as root:\n  apt-get update && {command}"
+        );
+    }
+    eprintln!("{purpose}: installing missing packages\n  $ apt-get update && {command}");
+    let install = |pins: &[&str]| {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(pins)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    let update = Command::new("apt-get").arg("update").status().context("run apt-get update")?;
+    if !update.success() {
+        eprintln!("warning: apt-get update failed ({update}); trying the install anyway");
+    }
+    let status = install(&missing).context("run apt-get install")?;
+    if !status.success() {
+        bail!(
+            "`{command}` failed ({status}); if the pinned versions are no longer in the archive, \
+             update them in toolchains.lock (see `apt-cache policy {}`)",
+            missing.iter().map(|pin| parse_pin(pin).name).collect::<Vec<_>>().join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Installs the missing pins from the bundle's `.deb` files, together with every other
+/// pinned `.deb` whose package is not installed (the dependencies apt would have fetched).
+/// No `apt-get update`: nothing is asked of the network.
+fn install_from_bundle(missing: &[&str], purpose: &str, debs: &[DebianDeb], bundle: &Bundle) -> Result<()> {
+    if !(is_debian_like() && is_root()) {
+        bail!(
+            "{purpose} needs packages that are not installed ({}); run as root on a Debian-like machine, \
+             or install the .deb files of {}/{} yourself",
+            missing.join(" "),
+            bundle.root.display(),
+            crate::inputs::bundle::DEBS_DIR
+        );
+    }
+    let mut files = Vec::new();
+    for pin in missing {
+        let parsed = parse_pin(pin);
+        if !debs.iter().any(|deb| deb.package == parsed.name && deb.version == parsed.version) {
+            bail!("toolchains.lock has no `[[debian-debs]]` entry for {pin}");
+        }
+    }
+    for deb in debs {
+        if installed_version(&deb.package).as_deref() == Some(deb.version.as_str()) {
+            continue;
+        }
+        let path = bundle.file(&format!("{}/{}", crate::inputs::bundle::DEBS_DIR, deb.file))?;
+        // The bundle was verified against its manifest; the pin is the stronger check.
+        let digest = crate::inputs::cache::sha256_file(&path)?;
+        if digest != deb.sha256 {
+            bail!("{} has sha256 {digest}, toolchains.lock pins {}; refusing to install it", path.display(), deb.sha256);
+        }
+        files.push(path);
+    }
+    eprintln!("{purpose}: installing {} packages from the vendor bundle (offline)", files.len());
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "--no-download"])
+        .args(&files)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("run apt-get install")?;
+    if !status.success() {
+        bail!("`apt-get install` of the bundle's .deb files failed ({status}); see apt's message above");
+    }
+    Ok(())
+}
+
+/// The first line a tool prints for `--version`, or `None` when it cannot run.
+pub fn tool_version(program: &Path) -> Option<String> {
+    let output = Command::new(program).arg("--version").output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&output.stdout).lines().next().map(str::to_owned)
+}
+
+/// Finds `program` on PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(program))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,209 @@
+//! `cargo xtask vendor`: gather every input the build takes from outside into one bundle
+//! (layout in `inputs/bundle.rs`), and pack it as one deterministic `.tar.zst` beside it.
+//!
+//! The bundle is assembled under a temporary name and renamed into place only when all of
+//! it was fetched and verified, so an interrupted run never leaves a bundle that looks whole.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::inputs::archive;
+use crate::inputs::bundle::{self, CARGO_CONFIG, CRATES_DIR, DEBS_DIR, SOURCES_DIR, WASI_SDK_DIR, WHEELS_DIR};
+use crate::inputs::cache::{self, sha256_file, Cache};
+use crate::inputs::fetch;
+use crate::inputs::lock::host_platform;
+use crate::inputs::patch;
+use crate::inputs::sources::Sources;
+use crate::inputs::toolchain::{self, RustGuestToolchain};
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to write the bundle [default: target/vendor]; `DIR.tar.zst` is written beside it
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
+    let started = Instant::now();
+    if sources.offline {
+        bail!("`cargo xtask vendor` gathers the inputs from their registries and needs the network; run it without --offline/--vendor");
+    }
+    let out = std::path::absolute(args.out.clone().unwrap_or_else(|| workspace.path("target/vendor")))?;
+    let name = out
+        .file_name()
+        .and_then(|name| name.to_str())
+        .context("the bundle directory needs a UTF-8 name (cargo finds the crates through it)")?
+        .to_owned();
+    let fetched = fetch::resolve(workspace, cache, sources, false)?;
+    let lock = &fetched.lock;
+
+    let mut files = std::collections::BTreeMap::new();
+    cache::replace_dir_atomically(&out, |staging| {
+        eprintln!("[1/5] crates of the host workspace, the guest workspace and Rust's standard library");
+        vendor_crates(workspace, &fetched.rust, &staging.join(CRATES_DIR))?;
+
+        eprintln!("[2/5] the pinned CPython wheel");
+        let wheel_pin = lock.wheel_for_host()?;
+        let wheel = fetch::wheel(lock, cache, sources)?;
+        copy_into(&wheel, &staging.join(WHEELS_DIR).join(&wheel_pin.filename))?;
+
+        eprintln!("[3/5] the pinned Debian packages ({} .deb files)", lock.debian_debs.len());
+        download_debs(lock, &staging.join(DEBS_DIR))?;
+
+        eprintln!("[4/5] the originals of the patched crates");
+        for pin in &lock.patched_crates {
+            let original = patch::original_crate(cache, sources, pin)?;
+            copy_into(&original, &staging.join(SOURCES_DIR).join(patch::crate_file_name(pin)))?;
+        }
+
+        eprintln!("[5/5] the WASI SDK tarball, when it is cached");
+        match lock.wasi_sdk.platforms.get(&host_platform()) {
+            Some(pin) => match cache.get(&pin.sha256)? {
+                Some(tarball) => copy_into(&tarball, &staging.join(WASI_SDK_DIR).join(toolchain::sdk_file_name(&pin.url)))?,
+                None => eprintln!("      not cached (the build falls back to the pinned system packages, which are in the bundle)"),
+            },
+            None => eprintln!("      no WASI SDK is pinned for {}", host_platform()),
+        }
+
+        fs::write(staging.join(CARGO_CONFIG), cargo_config(&name))?;
+        files = bundle::write_manifest(staging, workspace)?.files;
+        Ok(())
+    })?;
+
+    let packed = out.with_file_name(format!("{name}.tar.zst"));
+    eprintln!("packing {}", packed.display());
+    archive::pack_deterministic(&out, &name, &packed)?;
+
+    let size: u64 = files.values().map(|entry| entry.size).sum();
+    eprintln!(
+        "vendor bundle: {} ({} files, {:.0} MiB) in {:.0}s",
+        out.display(),
+        files.len(),
+        size as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "packed: {} ({:.0} MiB, sha256 {})",
+        packed.display(),
+        fs::metadata(&packed)?.len() as f64 / 1048576.0,
+        sha256_file(&packed)?
+    );
+    eprintln!("build offline with:\n  cargo --config {0}/{CARGO_CONFIG} xtask build-runtime --offline --vendor {0}", out.display());
+    Ok(())
+}
+
+/// The cargo configuration of the bundle. cargo resolves a relative path in a `--config`
+/// file from the directory *above* the file's directory, so the crates are named through the
+/// bundle's own directory name: the bundle can move, but keeps its name.
+fn cargo_config(bundle_name: &str) -> String {
+    format!(
+        "# Written by `cargo xtask vendor`. Build offline from this bundle with\n\
+         #   cargo --config {bundle_name}/{CARGO_CONFIG} xtask build-runtime --offline --vendor {bundle_name}\n\
+         # The path below is relative to the directory that holds the bundle.\n\
+         [source.crates-io]\n\
+         replace-with = \"eryx-vendored\"\n\n\
+         [source.eryx-vendored]\n\
+         directory = \"{bundle_name}/{CRATES_DIR}\"\n\n\
+         [net]\n\
+         offline = true\n"
+    )
+}
+
+/// `cargo vendor --versioned-dirs` of the host workspace, the guest workspace and the
+/// standard library's workspace (what `-Z build-std` compiles), with the guest toolchain's
+/// cargo, which reads all three.
+fn vendor_crates(workspace: &Workspace, rust: &RustGuestToolchain, destination: &Path) -> Result<()> {
+    let library = rust.sysroot.join("lib/rustlib/src/rust/library/Cargo.toml");
+    let mut command = Command::new(&rust.cargo);
+    if let Some(toolchain) = &rust.toolchain_arg {
+        command.arg(toolchain);
+    }
+    command
+        .current_dir(&workspace.root)
+        .args(["vendor", "--versioned-dirs", "--locked", "--quiet", "--manifest-path"])
+        .arg(workspace.path("Cargo.toml"))
+        .arg("--sync")
+        .arg(workspace.path(crate::build::variant::GUEST_WORKSPACE_MANIFEST))
+        .arg("--sync")
+        .arg(&library)
+        .arg(destination)
+        .env("RUSTC", &rust.rustc)
+        .stdout(std::process::Stdio::null());
+    for (key, value) in &rust.env {
+        command.env(key, value);
+    }
+    let status = command.status().context("run cargo vendor")?;
+    if !status.success() {
+        bail!("`cargo vendor` failed ({status}); see cargo's message above");
+    }
+    Ok(())
+}
+
+fn copy_into(source: &Path, destination: &Path) -> Result<()> {
+    fs::create_dir_all(destination.parent().context("a destination has a parent")?)?;
+    fs::copy(source, destination).with_context(|| format!("copy {} to {}", source.display(), destination.display()))?;
+    Ok(())
+}
+
+/// `apt-get download` of every pinned `.deb`, each checked against its pin.
+fn download_debs(lock: &crate::inputs::lock::Lock, destination: &Path) -> Result<()> {
+    fs::create_dir_all(destination)?;
+    let requests: Vec<String> = lock.debian_debs.iter().map(|deb| format!("{}={}", deb.package, deb.version)).collect();
+    let download = || {
+        Command::new("apt-get")
+            .arg("download")
+            .args(&requests)
+            .current_dir(destination)
+            .stdout(std::process::Stdio::null())
+            .status()
+    };
+    let mut status = download().context("run apt-get download (is this a Debian-like machine?)")?;
+    if !status.success() {
+        // The package lists may be missing or stale on a fresh machine.
+        eprintln!("      apt-get download failed ({status}); updating the package lists and trying again");
+        let _ = Command::new("apt-get").arg("update").stdout(std::process::Stdio::null()).status();
+        status = download().context("run apt-get download")?;
+        if !status.success() {
+            bail!(
+                "`apt-get download` of the pinned packages failed ({status}); if a pinned version left the \
+                 archive, update `[[debian-debs]]` in toolchains.lock"
+            );
+        }
+    }
+    for deb in &lock.debian_debs {
+        let path = destination.join(&deb.file);
+        if !path.is_file() {
+            bail!("apt-get download did not write {} for {}={}", deb.file, deb.package, deb.version);
+        }
+        let digest = sha256_file(&path)?;
+        if digest != deb.sha256 {
+            bail!("{} has sha256 {digest}, toolchains.lock pins {}", deb.file, deb.sha256);
+        }
+    }
+    let expected: std::collections::BTreeSet<&str> = lock.debian_debs.iter().map(|deb| deb.file.as_str()).collect();
+    for entry in fs::read_dir(destination)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !expected.contains(name.as_str()) {
+            bail!("apt-get download wrote {name}, which toolchains.lock does not pin");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cargo_config_names_the_crates_through_the_bundle_name() {
+        let config: toml::Value = toml::from_str(&cargo_config("vendor")).unwrap();
+        assert_eq!(config["source"]["crates-io"]["replace-with"].as_str(), Some("eryx-vendored"));
+        assert_eq!(config["source"]["eryx-vendored"]["directory"].as_str(), Some("vendor/crates"));
+        assert_eq!(config["net"]["offline"].as_bool(), Some(true));
+    }
+}

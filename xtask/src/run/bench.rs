@@ -1,0 +1,43 @@
+//! `cargo xtask bench`: builds what is stale, then runs `eryx-tools bench` from a release
+//! build of the host (timings of an unoptimised host would measure the host, not the
+//! sandboxes). The measurements and the JSON shape are described in the host's `bench.rs`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::build::build_runtime;
+use crate::host::{self, HOST_PACKAGE};
+use crate::inputs::cache::Cache;
+use crate::inputs::sources::Sources;
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this variant (default: all of them)
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
+    /// Also write the results as JSON here
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// How many times each measurement runs
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+}
+
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone() })?;
+    let mut command = host::release_host_command(workspace, sources);
+    command
+        .args(["bench", "--manifest"])
+        .arg(&manifest)
+        .args(["--runs", &args.runs.to_string()]);
+    if let Some(variant) = &args.variant {
+        command.args(["--variant", variant]);
+    }
+    if let Some(json) = &args.json {
+        command.arg("--json").arg(std::path::absolute(json)?);
+    }
+    eprintln!("bench: building the host in release mode (the first time takes a few minutes)");
+    host::exec(command, &format!("{HOST_PACKAGE} bench"))
+}

@@ -1,0 +1,68 @@
+//! `cargo xtask test`: build what is stale, run every cargo test (the host workspace, with
+//! `ERYX_MANIFEST` naming the built components, and the guest ABI crate's host-side tests), lint the CI workflow when actionlint is there,
+//! then run the conformance suite and the command suite (`tests/cli`) on every variant.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::inputs::cache::Cache;
+use crate::inputs::sources::Sources;
+use crate::run::conformance::{self, ConformanceArgs};
+use crate::workspace::{host_cargo, Workspace};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the conformance suite (cargo tests only)
+    #[arg(long)]
+    pub no_conformance: bool,
+}
+
+fn run_checked(mut command: Command, what: &str) -> Result<()> {
+    eprintln!("$ {what}");
+    let status = command.status().with_context(|| format!("start `{what}`"))?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
+    // Fetch first so the tests that use the real wheel find it in the cache (and the
+    // patched crates the guest workspace points at exist).
+    crate::inputs::fetch::run(workspace, cache, sources, &crate::inputs::fetch::Args::default())?;
+    // The host's tests of the built components (pre-initialisation, the fast path) need them.
+    let manifest = crate::build::build_runtime::run(workspace, cache, sources, &crate::build::build_runtime::Args::default())?;
+    let mut workspace_tests = host_cargo();
+    workspace_tests
+        .current_dir(&workspace.root)
+        .args(["test", "--workspace", "--locked"])
+        .args(sources.cargo_args())
+        .env("ERYX_MANIFEST", &manifest);
+    run_checked(workspace_tests, "cargo test --workspace --locked (ERYX_MANIFEST: the built components)")?;
+
+    // The guest ABI crate's value-stack and dispatch tests run on the host target too.
+    let mut abi_tests = host_cargo();
+    abi_tests
+        .current_dir(&workspace.root)
+        .args(["test", "--locked", "--manifest-path", "crates/Cargo.toml", "-p", "eryx-guest-abi"])
+        .args(sources.cargo_args())
+        .arg("--target-dir")
+        .arg(workspace.target_dir.join("guest-abi-host-tests"));
+    run_checked(abi_tests, "cargo test -p eryx-guest-abi (guest workspace, host target)")?;
+
+    if let Some(actionlint) = crate::inputs::system::which("actionlint") {
+        let mut lint = Command::new(actionlint);
+        lint.current_dir(&workspace.root);
+        run_checked(lint, "actionlint")?;
+    } else {
+        eprintln!("note: actionlint is not installed; .ci/run installs it to lint .github/workflows");
+    }
+
+    if args.no_conformance {
+        return Ok(());
+    }
+    let args = ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() };
+    let manifest = conformance::run_suite(workspace, cache, sources, &args)?;
+    conformance::run_cli_suite(workspace, sources, &manifest)
+}
