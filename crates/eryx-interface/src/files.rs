@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -25,10 +26,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// A hidden sibling of `path`, unique to this process, for building `path` before renaming.
+/// A hidden sibling of `path` for building `path` before renaming it into place, unique to
+/// this call (the process id, a per-process counter and the clock's nanoseconds): two
+/// threads, or two processes, building the same file never share a temporary, and its name
+/// is not known in advance.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    let call = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|time| time.subsec_nanos()).unwrap_or(0);
+    path.with_file_name(format!(".{name}.tmp-{}-{call}-{nanos:08x}", std::process::id()))
 }
 
 /// Writes `bytes` to `path` (creating its directory) through a temporary sibling that is
@@ -40,7 +47,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let temporary = temporary_sibling(path);
     let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
+        // A new file only: a name planted in the meantime (a symlink) is an error, not followed.
+        let mut file = fs::File::options().write(true).create_new(true).open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, path)
@@ -70,5 +78,30 @@ mod tests {
         let names: Vec<String> = fs::read_dir(&directory).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(names.iter().all(|name| !name.contains(".tmp-")), "{names:?}");
         fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn many_threads_write_one_file_at_once() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("shared.bin");
+        let writers: Vec<_> = (0..16u8)
+            .map(|index| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(&path, &[index; 4096]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("every write succeeds");
+        }
+        // The file is one writer's whole content, and no temporary is left.
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes.iter().all(|byte| *byte == bytes[0]));
+        let names: Vec<String> = fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["shared.bin"]);
     }
 }

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use eryx_host::engine::{compatibility_hash, precompile_engine, PRECOMPILED_CPU, PRECOMPILED_TARGET};
 
 /// Precompiles the sandbox component at `component` with [`precompile_engine`] into `out`,
-/// and writes `info`: the target, CPU baseline and compatibility hash it was made for.
+/// and writes `info`: the size and sha256 of the bytes written, and the target, CPU baseline
+/// and compatibility hash they were made for.
 pub fn precompile(component: &std::path::Path, out: &std::path::Path, info: &std::path::Path) -> Result<()> {
     let bytes = std::fs::read(component).with_context(|| format!("read {}", component.display()))?;
     eryx_interface::check_component(&bytes, &component.display().to_string())?;
@@ -19,7 +20,11 @@ fn precompile_unchecked(component: &std::path::Path, bytes: &[u8], out: &std::pa
     let engine = precompile_engine()?;
     let started = std::time::Instant::now();
     let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from).with_context(|| format!("precompile {}", component.display()))?;
+    // The digest of the bytes written here is the one the manifest gives the host: it is
+    // recorded now and never computed again from the file on disk.
     let info = serde_json::json!({
+        "size": compiled.len(),
+        "sha256": eryx_interface::files::sha256_bytes(&compiled),
         "target": PRECOMPILED_TARGET,
         "cpu": PRECOMPILED_CPU,
         "compatibility_hash": compatibility_hash(&engine),

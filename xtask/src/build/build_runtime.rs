@@ -38,6 +38,12 @@ pub struct Args {
     /// Build only this variant (default: all of them)
     #[arg(long, value_name = "NAME")]
     pub variant: Option<String>,
+    /// Whether a step runs again when its outputs' bytes changed since it wrote them (every
+    /// output is hashed): set for `cargo xtask build-runtime` and `dist`; the quick builds
+    /// before `run`, `conformance` and the like only check that outputs exist (the host checks
+    /// a precompiled artifact's digest itself before loading it).
+    #[arg(skip = true)]
+    pub verify_outputs: bool,
 }
 
 const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
@@ -97,6 +103,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
     let artifacts = workspace.artifacts_dir();
     let mut runner = Runner::new(artifacts.join(".steps"));
+    runner.verify_outputs = args.verify_outputs;
     runner.preamble = vec![
         format!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason),
         format!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason),
@@ -612,9 +619,14 @@ fn write_manifest(
         let info_path = precompiled_info_path(&precompiled);
         let info: serde_json::Value = serde_json::from_slice(&fs::read(&info_path).with_context(|| format!("read {}", info_path.display()))?)
             .with_context(|| format!("parse {}", info_path.display()))?;
-        let mut precompiled = artifact_entry(&artifacts, &precompiled)?;
-        precompiled["wasmtime"] = json!(linking.wasmtime);
-        for key in ["target", "cpu", "compatibility_hash"] {
+        // The digest `eryx-tools precompile` recorded of the bytes it wrote, never one of the
+        // file as it is now: the host loads the artifact only when its bytes are those.
+        let relative = precompiled.strip_prefix(&artifacts).unwrap_or(&precompiled);
+        let mut precompiled = json!({ "path": relative.to_string_lossy(), "wasmtime": linking.wasmtime });
+        for key in ["size", "sha256", "target", "cpu", "compatibility_hash"] {
+            if info[key].is_null() {
+                bail!("{} has no `{key}` (written by an older build); run `cargo xtask build-runtime`", info_path.display());
+            }
             precompiled[key] = info[key].clone();
         }
         let mut entry = json!({

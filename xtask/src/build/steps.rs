@@ -1,6 +1,9 @@
 //! Build steps as functions of their inputs. A step fingerprints everything it reads
 //! (file contents, pins, flags, tool versions); when the fingerprint equals the one stored
-//! from its last successful run and its outputs exist, it is skipped. Outputs are written
+//! from its last successful run and its outputs exist, it is skipped. The stored record also
+//! holds the sha256 of every output file as the step wrote it; a runner that verifies outputs
+//! (`cargo xtask build-runtime`, `dist`) runs a step again when an output's bytes changed
+//! since, so a changed artifact is put back. Outputs are written
 //! under temporary names and renamed into place, and the stored fingerprint is removed
 //! before a step runs and written only after it succeeded, so an interrupted step always
 //! runs again.
@@ -70,6 +73,9 @@ fn collect_files(directory: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 #[derive(Default)]
 pub struct Runner {
     pub state_dir: PathBuf,
+    /// Whether a step whose outputs' bytes differ from what it wrote runs again (hashes every
+    /// output on every run); otherwise only their existence is checked.
+    pub verify_outputs: bool,
     pub ran: Vec<(String, f64)>,
     pub skipped: Vec<String>,
     /// Printed (to stderr) before the first step that runs: which toolchains a build uses is
@@ -83,7 +89,8 @@ impl Runner {
     }
 
     /// Runs `action` unless `fingerprint` matches the last successful run and every output
-    /// exists. Returns whether it ran.
+    /// exists (and, when verifying outputs, holds the bytes the step wrote). Returns whether
+    /// it ran.
     pub fn step(
         &mut self,
         name: &str,
@@ -93,8 +100,11 @@ impl Runner {
     ) -> Result<bool> {
         let stamp = self.state_dir.join(format!("{name}.fingerprint"));
         let digest = fingerprint.finish();
-        let fresh = fs::read_to_string(&stamp).map(|stored| stored == digest).unwrap_or(false)
-            && outputs.iter().all(|output| output.exists());
+        let stored = fs::read_to_string(&stamp).unwrap_or_default();
+        let mut lines = stored.lines();
+        let fresh = lines.next() == Some(digest.as_str())
+            && outputs.iter().all(|output| output.exists())
+            && (!self.verify_outputs || outputs_unchanged(lines, outputs)?);
         if fresh {
             self.skipped.push(name.to_owned());
             return Ok(false);
@@ -107,12 +117,43 @@ impl Runner {
         let started = Instant::now();
         action().with_context(|| format!("step `{name}`"))?;
         let seconds = started.elapsed().as_secs_f64();
-        write_atomic(&stamp, digest.as_bytes())?;
+        let mut record = digest;
+        for output in outputs {
+            record.push_str(&format!("\n{}  {}", output_digest(output)?, output.display()));
+        }
+        write_atomic(&stamp, record.as_bytes())?;
         self.record_timing(name, seconds)?;
         eprintln!("[done] {name} in {seconds:.1}s");
         self.ran.push((name.to_owned(), seconds));
         Ok(true)
     }
+}
+
+/// The sha256 of an output: a file's contents, or a directory's every file (by path and
+/// contents, as [`Fingerprint::tree`] reads them).
+fn output_digest(output: &Path) -> Result<String> {
+    if output.is_dir() {
+        let mut tree = Fingerprint::default();
+        tree.tree(output)?;
+        Ok(tree.finish())
+    } else {
+        sha256_file(output)
+    }
+}
+
+/// Whether every output still has the sha256 recorded when its step wrote it (a record
+/// without digests, from before they were kept, counts as changed).
+fn outputs_unchanged<'a>(recorded: impl Iterator<Item = &'a str>, outputs: &[&Path]) -> Result<bool> {
+    let recorded: Vec<(&str, &str)> = recorded.filter_map(|line| line.split_once("  ")).collect();
+    for output in outputs {
+        let name = output.display().to_string();
+        let Some((digest, _)) = recorded.iter().find(|(_, path)| *path == name) else { return Ok(false) };
+        if output_digest(output)? != *digest {
+            eprintln!("note: {name} changed since its step wrote it; building it again");
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl Runner {
@@ -167,5 +208,23 @@ mod tests {
         let error = runner.step("fails", &fingerprint, &[], || anyhow::bail!("no")).unwrap_err();
         assert!(format!("{error:#}").contains("step `fails`: no"));
         assert!(runner.step("fails", &fingerprint, &[], || Ok(())).unwrap(), "it runs again");
+    }
+
+    #[test]
+    fn a_verifying_runner_rebuilds_an_output_changed_after_its_step() {
+        let directory = tempfile::tempdir().unwrap();
+        let output = directory.path().join("artifact.bin");
+        let mut runner = Runner::new(directory.path().join("state"));
+        let mut fingerprint = Fingerprint::default();
+        fingerprint.text("input", "1");
+        let mut make = |runner: &mut Runner| runner.step("make", &fingerprint, &[&output], || write_atomic(&output, b"the build's bytes")).unwrap();
+        assert!(make(&mut runner));
+        fs::write(&output, b"the build's bytez").unwrap();
+        // Without verification, an existing output is enough (the quick path of `run`).
+        assert!(!make(&mut runner));
+        runner.verify_outputs = true;
+        assert!(make(&mut runner), "a changed output is made again");
+        assert_eq!(fs::read(&output).unwrap(), b"the build's bytes");
+        assert!(!make(&mut runner), "and then it is up to date");
     }
 }

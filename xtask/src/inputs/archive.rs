@@ -1,7 +1,9 @@
 //! Tar archives, both ways.
 //!
 //! Extraction is safe (plain or gzip): every entry's path must stay inside the destination;
-//! absolute paths, `..` components and links that point outside are refused. Extraction goes
+//! absolute paths, `..` components and links that point outside are refused, a link judged
+//! by where it leads in the tree actually written (through earlier links); setuid, setgid and
+//! sticky bits are cleared. Extraction goes
 //! to a temporary directory that is renamed into place only when the whole archive was read,
 //! so a truncated archive leaves nothing behind.
 //!
@@ -37,28 +39,85 @@ fn checked_relative(path: &Path) -> Result<PathBuf> {
     Ok(clean)
 }
 
-/// Checks that a link at `entry` (relative to the destination) pointing to `target`
-/// resolves inside the destination.
-fn checked_link(entry: &Path, target: &Path, hard: bool) -> Result<()> {
+/// Resolves `path` (relative to `root`, `/`-free components) against the tree actually
+/// written under `root`, following every symlink met on the way (up to 40), the way the
+/// kernel would. Returns the resolved components, or `None` when the path leaves `root`
+/// (through `..` or an absolute link target).
+fn resolve_within(root: &Path, start: &[PathBuf], path: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let mut resolved: Vec<PathBuf> = start.to_vec();
+    let mut queue: std::collections::VecDeque<PathBuf> = path.components().map(|component| PathBuf::from(component.as_os_str())).collect();
+    let mut hops = 0;
+    // A component that does not exist yet could become a link later: a `..` after one
+    // cannot be judged, so it counts as leaving.
+    let mut unwritten = false;
+    while let Some(part) = queue.pop_front() {
+        match part.components().next() {
+            None | Some(Component::CurDir) => {}
+            Some(Component::ParentDir) => {
+                if unwritten || resolved.pop().is_none() {
+                    return Ok(None);
+                }
+            }
+            Some(Component::RootDir) | Some(Component::Prefix(_)) => return Ok(None),
+            Some(Component::Normal(name)) => {
+                let candidate: PathBuf = resolved.iter().collect::<PathBuf>().join(name);
+                match fs::symlink_metadata(root.join(&candidate)) {
+                    Ok(metadata) if metadata.file_type().is_symlink() => {
+                        hops += 1;
+                        if hops > 40 {
+                            bail!("too many levels of links resolving `{}`", path.display());
+                        }
+                        let target = fs::read_link(root.join(&candidate))?;
+                        if target.is_absolute() {
+                            return Ok(None);
+                        }
+                        // The link's target replaces it, resolved from the link's directory.
+                        for component in target.components().rev() {
+                            queue.push_front(PathBuf::from(component.as_os_str()));
+                        }
+                    }
+                    Ok(_) => resolved.push(PathBuf::from(name)),
+                    Err(_) => {
+                        unwritten = true;
+                        resolved.push(PathBuf::from(name));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(resolved))
+}
+
+/// Checks that a link at `entry` (relative to the destination) pointing to `target` resolves
+/// inside the destination, judged against the tree written so far under `root`: a symlink
+/// resolves from the link's directory (itself resolved through earlier links), a hard link
+/// from the archive root.
+fn checked_link(root: &Path, entry: &Path, target: &Path, hard: bool) -> Result<()> {
     if target.is_absolute() {
         bail!("archive link `{}` points to the absolute path `{}`", entry.display(), target.display());
     }
-    // Symlinks resolve from the link's directory, hard links from the archive root.
-    let mut depth: i64 = if hard { 0 } else { entry.components().count() as i64 - 1 };
-    for component in target.components() {
-        match component {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => bail!("archive link `{}` has an unusable target", entry.display()),
-        }
-        if depth < 0 {
-            bail!(
-                "archive link `{}` points outside the destination (`{}`)",
-                entry.display(),
-                target.display()
-            );
-        }
+    let outside = || anyhow::anyhow!("archive link `{}` points outside the destination (`{}`)", entry.display(), target.display());
+    let start = if hard {
+        Vec::new()
+    } else {
+        let parent = entry.parent().unwrap_or(Path::new(""));
+        resolve_within(root, &[], parent)?.ok_or_else(outside)?
+    };
+    resolve_within(root, &start, target)?.ok_or_else(outside)?;
+    Ok(())
+}
+
+/// Clears the setuid, setgid and sticky bits of what an entry wrote (the archive's
+/// permissions are kept otherwise).
+fn clear_special_bits(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = fs::symlink_metadata(path)?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o7000 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))?;
     }
     Ok(())
 }
@@ -105,12 +164,19 @@ fn unpack(reader: impl Read, staging: &Path) -> Result<()> {
         let raw_path = entry.path()?.into_owned();
         let relative = checked_relative(&raw_path)?;
         let kind = entry.header().entry_type();
+        if fs::symlink_metadata(staging.join(&relative)).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
+            bail!("archive entry `{}` would replace a link written before it; refusing the archive", raw_path.display());
+        }
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry
                 .link_name()?
                 .with_context(|| format!("archive link `{}` has no target", raw_path.display()))?
                 .into_owned();
-            checked_link(&relative, &target, kind.is_hard_link())?;
+            checked_link(staging, &relative, &target, kind.is_hard_link())?;
+            if kind.is_hard_link() && fs::symlink_metadata(staging.join(checked_relative(&target)?)).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
+                // The new name would be the link itself, read from another directory.
+                bail!("archive hard link `{}` names a symlink (`{}`); refusing the archive", raw_path.display(), target.display());
+            }
         }
         if relative.as_os_str().is_empty() {
             continue;
@@ -122,10 +188,30 @@ fn unpack(reader: impl Read, staging: &Path) -> Result<()> {
         if !written {
             bail!("archive entry `{}` would be written outside the destination", raw_path.display());
         }
+        clear_special_bits(&staging.join(&relative))?;
         count += 1;
     }
     if count == 0 {
         bail!("the archive is empty or not a tar archive");
+    }
+    // Links judged one by one could still be changed by later entries: judge every link of
+    // the finished tree once more, where it stands.
+    check_tree_links(staging, Path::new(""))
+}
+
+/// Refuses any symlink under `root`/`relative` whose target, followed through the tree as it
+/// is, leaves `root`.
+fn check_tree_links(root: &Path, relative: &Path) -> Result<()> {
+    for entry in fs::read_dir(root.join(relative)).with_context(|| format!("read {}", root.join(relative).display()))? {
+        let entry = entry?;
+        let path = relative.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let target = fs::read_link(root.join(&path))?;
+            checked_link(root, &path, &target, false)?;
+        } else if kind.is_dir() {
+            check_tree_links(root, &path)?;
+        }
     }
     Ok(())
 }
@@ -203,6 +289,10 @@ fn collect_entries(root: &Path, relative: &Path, entries: &mut Vec<(PathBuf, boo
     let directory = root.join(relative);
     for entry in fs::read_dir(&directory).with_context(|| format!("read {}", directory.display()))? {
         let entry = entry?;
+        if relative.as_os_str().is_empty() && entry.file_name() == crate::inputs::cache::OUTPUT_MARKER {
+            // The xtask's own mark on an output directory, not part of what it ships.
+            continue;
+        }
         let path = relative.join(entry.file_name());
         let kind = entry.file_type()?;
         if kind.is_dir() {
@@ -359,5 +449,84 @@ mod tests {
         assert!(error.contains("truncated"), "{error}");
         assert!(!destination.exists());
         assert_eq!(fs::read_dir(directory.path()).unwrap().count(), 0, "no staging directory is left");
+    }
+
+    #[test]
+    fn a_link_that_escapes_through_an_earlier_link_is_refused() {
+        // `a/b` leads to the root; `a/b/c -> ../x` reads as inside by its text, but it lies
+        // in the root, so `..` leaves the destination.
+        let bytes = tar_with(&[
+            ("a/", tar::EntryType::Directory, None, b""),
+            ("a/b", tar::EntryType::Symlink, Some(".."), b""),
+            ("a/b/c", tar::EntryType::Symlink, Some("../x"), b""),
+        ]);
+        let (directory, result) = extract_bytes(&bytes);
+        let error = format!("{:#}", result.unwrap_err());
+        assert!(error.contains("archive link `a/b/c` points outside"), "{error}");
+        assert!(!directory.path().join("out").exists());
+
+        // A chain of links that leaves only at its end.
+        let bytes = tar_with(&[
+            ("d/", tar::EntryType::Directory, None, b""),
+            ("d/up", tar::EntryType::Symlink, Some(".."), b""),
+            ("d/upper", tar::EntryType::Symlink, Some("up/.."), b""),
+        ]);
+        let (_directory, result) = extract_bytes(&bytes);
+        let error = format!("{:#}", result.unwrap_err());
+        assert!(error.contains("archive link `d/upper` points outside"), "{error}");
+    }
+
+    #[test]
+    fn setuid_setgid_and_sticky_bits_are_cleared() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, mode) in [("tool", 0o4755), ("group", 0o2750), ("shared", 0o1777)] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(if name == "shared" { tar::EntryType::Directory } else { tar::EntryType::Regular });
+            header.set_size(0);
+            header.set_mode(mode);
+            builder.append_data(&mut header, name, std::io::empty()).unwrap();
+        }
+        let bytes = builder.into_inner().unwrap();
+        let (directory, result) = extract_bytes(&bytes);
+        result.unwrap();
+        let mode = |name: &str| fs::metadata(directory.path().join("out").join(name)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("tool"), 0o755);
+        assert_eq!(mode("group"), 0o750);
+        assert_eq!(mode("shared"), 0o777);
+    }
+
+    #[test]
+    fn a_link_made_to_escape_by_a_later_entry_is_refused() {
+        // `l -> a/../secret` while `a` does not exist yet; then `a -> .` would make it leave.
+        let bytes = tar_with(&[
+            ("l", tar::EntryType::Symlink, Some("a/../../secret"), b""),
+            ("a", tar::EntryType::Symlink, Some("."), b""),
+        ]);
+        let (_directory, result) = extract_bytes(&bytes);
+        assert!(format!("{:#}", result.unwrap_err()).contains("archive link `l` points outside"));
+        // A link replaced by a later entry of the same name.
+        let bytes = tar_with(&[
+            ("s/", tar::EntryType::Directory, None, b""),
+            ("s/t/", tar::EntryType::Directory, None, b""),
+            ("a", tar::EntryType::Symlink, Some("s/t"), b""),
+            ("l", tar::EntryType::Symlink, Some("a/../.."), b""),
+            ("a", tar::EntryType::Symlink, Some("."), b""),
+        ]);
+        let (_directory, result) = extract_bytes(&bytes);
+        assert!(format!("{:#}", result.unwrap_err()).contains("would replace a link"));
+    }
+
+    #[test]
+    fn a_hard_link_to_a_symlink_is_refused() {
+        let bytes = tar_with(&[
+            ("d/", tar::EntryType::Directory, None, b""),
+            ("d/e/", tar::EntryType::Directory, None, b""),
+            ("d/e/s", tar::EntryType::Symlink, Some("../../x"), b""),
+            ("h", tar::EntryType::Link, Some("d/e/s"), b""),
+        ]);
+        let (_directory, result) = extract_bytes(&bytes);
+        let error = format!("{:#}", result.unwrap_err());
+        assert!(error.contains("names a symlink"), "{error}");
     }
 }

@@ -13,6 +13,38 @@ pub struct Cache {
     pub root: PathBuf,
 }
 
+/// The marker file inside every directory a command of the xtask writes whole with
+/// [`replace_output_dir`] (`dist --out`, `vendor --out`): it names the command, so a later
+/// run replaces only a directory that command made. It is not part of what the directory
+/// ships (bundles and checksums leave it out).
+pub const OUTPUT_MARKER: &str = ".eryx-output";
+
+/// [`replace_dir_atomically`] for a directory the user names (`--out DIR`): refuses a `DIR`
+/// that exists, is not empty and is not a previous output of `command` (no marker inside
+/// naming it), so nothing the xtask did not make is ever removed.
+pub fn replace_output_dir(out: &Path, command: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let marker = format!("written by `cargo xtask {command}`; the next run replaces this directory whole\n");
+    if out.exists() {
+        if !out.is_dir() {
+            bail!("--out {}: it exists and is not a directory; name a new or empty directory", out.display());
+        }
+        let empty = fs::read_dir(out).with_context(|| format!("read {}", out.display()))?.next().is_none();
+        let ours = fs::read_to_string(out.join(OUTPUT_MARKER)).is_ok_and(|text| text == marker);
+        if !empty && !ours {
+            bail!(
+                "--out {}: the directory is not empty and is not an earlier output of `cargo xtask {command}` \
+                 (it has no {OUTPUT_MARKER} naming it), so it is left as it is; name a new or empty directory, \
+                 or remove this one yourself",
+                out.display()
+            );
+        }
+    }
+    replace_dir_atomically(out, |staging| {
+        fill(staging)?;
+        fs::write(staging.join(OUTPUT_MARKER), &marker).with_context(|| format!("write the {OUTPUT_MARKER} marker"))
+    })
+}
+
 /// Builds the directory `out` by filling a temporary sibling with `fill` and renaming it
 /// into place: on failure nothing is left, and a reader never sees a half-made `out`.
 pub fn replace_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
@@ -146,5 +178,37 @@ mod tests {
         assert!(error.contains("thing sha256 mismatch"), "{error}");
         assert!(!file.exists());
         assert!(!cache.entry_path(&wrong).exists());
+    }
+
+    #[test]
+    fn an_output_directory_replaces_only_what_the_command_made() {
+        let directory = tempfile::tempdir().unwrap();
+        let out = directory.path().join("out");
+        let fill = |text: &'static str| move |staging: &Path| Ok(fs::write(staging.join("result.txt"), text)?);
+
+        // A new directory, then a rerun over it: replaced.
+        replace_output_dir(&out, "dist", fill("one")).unwrap();
+        replace_output_dir(&out, "dist", fill("two")).unwrap();
+        assert_eq!(fs::read_to_string(out.join("result.txt")).unwrap(), "two");
+
+        // Another command's output is not this command's: left alone.
+        let error = format!("{:#}", replace_output_dir(&out, "vendor", fill("three")).unwrap_err());
+        assert!(error.contains("is not an earlier output of `cargo xtask vendor`"), "{error}");
+        assert_eq!(fs::read_to_string(out.join("result.txt")).unwrap(), "two");
+
+        // A directory of the user's (a checkout, say): nothing in it is touched.
+        let mine = directory.path().join("mine");
+        fs::create_dir_all(mine.join(".git")).unwrap();
+        fs::write(mine.join("notes.txt"), "keep me").unwrap();
+        let error = format!("{:#}", replace_output_dir(&mine, "dist", fill("x")).unwrap_err());
+        assert!(error.contains("--out") && error.contains("left as it is"), "{error}");
+        assert_eq!(fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep me");
+        assert!(mine.join(".git").is_dir());
+
+        // An empty directory is fine.
+        let empty = directory.path().join("empty");
+        fs::create_dir_all(&empty).unwrap();
+        replace_output_dir(&empty, "dist", fill("y")).unwrap();
+        assert_eq!(fs::read_to_string(empty.join("result.txt")).unwrap(), "y");
     }
 }

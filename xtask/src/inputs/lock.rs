@@ -21,6 +21,18 @@ pub struct Lock {
     pub debian_debs: Vec<DebianDeb>,
     #[serde(rename = "patched-crates")]
     pub patched_crates: Vec<PatchedCrate>,
+    /// The trust anchor of offline builds (absent until `cargo xtask vendor --update-pin`).
+    #[serde(rename = "vendor-bundle", default)]
+    pub vendor_bundle: Option<VendorBundlePin>,
+}
+
+/// The vendor bundle a commit pins: the sha256 of its file list (`SHA256SUMS`), which names
+/// every file's sha256, so every byte of the bundle is anchored in the repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorBundlePin {
+    #[serde(rename = "sums-sha256")]
+    pub sums_sha256: String,
 }
 
 /// The preview1 command adapter, as shipped by a registry crate the xtask depends on.
@@ -205,6 +217,9 @@ impl Lock {
             digests.push((format!("cpython member {}", member.name), &member.sha256));
         }
         digests.push(("the command adapter".to_owned(), &self.command_adapter.sha256));
+        if let Some(bundle) = &self.vendor_bundle {
+            digests.push(("the vendor bundle's SHA256SUMS".to_owned(), &bundle.sums_sha256));
+        }
         for deb in &self.debian_debs {
             digests.push((format!("debian package {}", deb.file), &deb.sha256));
         }

@@ -44,7 +44,7 @@ pub struct Args {
 
 /// Builds what is stale and assembles the release bundle; returns its directory.
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
-    let (build_manifest_path, fetched) = build_runtime::build(workspace, cache, sources, &build_runtime::Args::default())?;
+    let (build_manifest_path, fetched) = build_runtime::build(workspace, cache, sources, &build_runtime::Args { verify_outputs: true, ..Default::default() })?;
     let started = Instant::now();
     let lock = &fetched.lock;
     let out = std::path::absolute(args.out.clone().unwrap_or_else(|| workspace.path("target/dist")))?;
@@ -53,7 +53,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let release_name = format!("{PRODUCT}-{version}-{target}");
     let artifacts = workspace.artifacts_dir();
 
-    cache::replace_dir_atomically(&out, |staging| {
+    cache::replace_output_dir(&out, "dist", |staging| {
         let contents = staging.join(&release_name);
         fs::create_dir_all(&contents)?;
         // The components, each checked against the world before it ships.

@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::inputs::archive;
 use crate::inputs::bundle::{self, CARGO_CONFIG, CRATES_DIR, DEBS_DIR, SOURCES_DIR, WASI_SDK_DIR, WHEELS_DIR};
-use crate::inputs::cache::{self, sha256_file, Cache};
+use crate::inputs::cache::{self, sha256_file, write_atomic, Cache};
+use crate::inputs::lock::Lock;
 use crate::inputs::fetch;
 use crate::inputs::lock::host_platform;
 use crate::inputs::patch;
@@ -26,6 +27,11 @@ pub struct Args {
     /// Where to write the bundle [default: target/vendor]; `DIR.tar.zst` is written beside it
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Write this bundle's anchor (the sha256 of its SHA256SUMS) into toolchains.lock
+    /// `[vendor-bundle] sums-sha256`: after a change of what the bundle holds (a Cargo.lock,
+    /// a pin), so offline builds of the commit accept exactly this bundle
+    #[arg(long)]
+    pub update_pin: bool,
 }
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
@@ -39,11 +45,12 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         .and_then(|name| name.to_str())
         .context("the bundle directory needs a UTF-8 name (cargo finds the crates through it)")?
         .to_owned();
+    bundle::check_bundle_name(&name)?;
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let lock = &fetched.lock;
 
-    let mut files = std::collections::BTreeMap::new();
-    cache::replace_dir_atomically(&out, |staging| {
+    let mut sums = None;
+    cache::replace_output_dir(&out, "vendor", |staging| {
         eprintln!("[1/5] crates of the host workspace, the guest workspace and Rust's standard library");
         vendor_crates(workspace, &fetched.rust, &staging.join(CRATES_DIR))?;
 
@@ -70,8 +77,9 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
             None => eprintln!("      no WASI SDK is pinned for {}", host_platform()),
         }
 
-        fs::write(staging.join(CARGO_CONFIG), cargo_config(&name))?;
-        files = bundle::write_manifest(staging, workspace)?.files;
+        fs::write(staging.join(CARGO_CONFIG), bundle::cargo_config(&name))?;
+        bundle::write_manifest(staging, workspace)?;
+        sums = Some(bundle::write_sums(staging)?);
         Ok(())
     })?;
 
@@ -79,12 +87,12 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     eprintln!("packing {}", packed.display());
     archive::pack_deterministic(&out, &name, &packed)?;
 
-    let size: u64 = files.values().map(|entry| entry.size).sum();
+    let sums = sums.context("the bundle's SHA256SUMS was written")?;
     eprintln!(
         "vendor bundle: {} ({} files, {:.0} MiB) in {:.0}s",
         out.display(),
-        files.len(),
-        size as f64 / 1048576.0,
+        sums.files,
+        sums.bytes as f64 / 1048576.0,
         started.elapsed().as_secs_f64()
     );
     eprintln!(
@@ -93,25 +101,12 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         fs::metadata(&packed)?.len() as f64 / 1048576.0,
         sha256_file(&packed)?
     );
-    eprintln!("build offline with:\n  cargo --config {0}/{CARGO_CONFIG} xtask build-runtime --offline --vendor {0}", out.display());
+    check_pin(workspace, &sums.sha256, args.update_pin)?;
+    eprintln!(
+        "check the bundle, then build offline with:\n  sh xtask/verify-bundle {0} &&\n  cargo --config {0}/{CARGO_CONFIG} xtask build-runtime --offline --vendor {0}",
+        out.display()
+    );
     Ok(())
-}
-
-/// The cargo configuration of the bundle. cargo resolves a relative path in a `--config`
-/// file from the directory *above* the file's directory, so the crates are named through the
-/// bundle's own directory name: the bundle can move, but keeps its name.
-fn cargo_config(bundle_name: &str) -> String {
-    format!(
-        "# Written by `cargo xtask vendor`. Build offline from this bundle with\n\
-         #   cargo --config {bundle_name}/{CARGO_CONFIG} xtask build-runtime --offline --vendor {bundle_name}\n\
-         # The path below is relative to the directory that holds the bundle.\n\
-         [source.crates-io]\n\
-         replace-with = \"eryx-vendored\"\n\n\
-         [source.eryx-vendored]\n\
-         directory = \"{bundle_name}/{CRATES_DIR}\"\n\n\
-         [net]\n\
-         offline = true\n"
-    )
 }
 
 /// `cargo vendor --versioned-dirs` of the host workspace, the guest workspace and the
@@ -201,9 +196,92 @@ mod tests {
 
     #[test]
     fn the_cargo_config_names_the_crates_through_the_bundle_name() {
-        let config: toml::Value = toml::from_str(&cargo_config("vendor")).unwrap();
+        let config: toml::Value = toml::from_str(&bundle::cargo_config("vendor")).unwrap();
         assert_eq!(config["source"]["crates-io"]["replace-with"].as_str(), Some("eryx-vendored"));
         assert_eq!(config["source"]["eryx-vendored"]["directory"].as_str(), Some("vendor/crates"));
         assert_eq!(config["net"]["offline"].as_bool(), Some(true));
+    }
+}
+
+/// Compares the bundle's anchor with the one toolchains.lock pins, and rewrites the pin when
+/// asked to. A stale pin is said, not fixed silently: the pin is what a packager trusts.
+fn check_pin(workspace: &Workspace, sums_sha256: &str, update: bool) -> Result<()> {
+    let path = workspace.lock_path();
+    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let pinned = Lock::parse(&text)?.vendor_bundle.map(|pin| pin.sums_sha256);
+    if pinned.as_deref() == Some(sums_sha256) {
+        eprintln!("the bundle is the one toolchains.lock pins (SHA256SUMS sha256 {sums_sha256})");
+        return Ok(());
+    }
+    if !update {
+        eprintln!(
+            "warning: toolchains.lock pins {} as the bundle's anchor, this bundle's SHA256SUMS has sha256 {sums_sha256}: \
+             offline builds of this commit will refuse it. If what the bundle holds was meant to change (a Cargo.lock, \
+             a pin), run `cargo xtask vendor --update-pin` and commit toolchains.lock",
+            pinned.as_deref().unwrap_or("nothing")
+        );
+        return Ok(());
+    }
+    let updated = with_pin(&text, sums_sha256);
+    Lock::parse(&updated).context("the rewritten toolchains.lock does not parse")?;
+    write_atomic(&path, updated.as_bytes())?;
+    eprintln!("toolchains.lock now pins this bundle (SHA256SUMS sha256 {sums_sha256}); commit it");
+    Ok(())
+}
+
+/// `text` (toolchains.lock) with its `[vendor-bundle]` anchor set to `sums_sha256`: the line
+/// replaced when there is one, else the table appended with its comment.
+fn with_pin(text: &str, sums_sha256: &str) -> String {
+    let line = format!("sums-sha256 = \"{sums_sha256}\"");
+    let mut in_table = false;
+    let mut replaced = false;
+    let mut lines: Vec<String> = Vec::new();
+    for current in text.lines() {
+        if current.starts_with('[') {
+            in_table = current.trim() == "[vendor-bundle]";
+        }
+        if in_table && current.starts_with("sums-sha256") {
+            lines.push(line.clone());
+            replaced = true;
+        } else {
+            lines.push(current.to_owned());
+        }
+    }
+    let mut updated = lines.join("\n");
+    updated.push('\n');
+    if !replaced {
+        updated.push_str(&format!("\n{VENDOR_BUNDLE_COMMENT}[vendor-bundle]\n{line}\n"));
+    }
+    updated
+}
+
+const VENDOR_BUNDLE_COMMENT: &str = "\
+# The trust anchor of offline builds: the sha256 of the SHA256SUMS of the vendor bundle
+# `cargo xtask vendor` makes at this commit, which lists every file of the bundle with its
+# sha256 (but the generated cargo-config.toml, checked byte for byte, and a cached WASI SDK
+# tarball, checked against its pin above). `xtask/verify-bundle DIR` and `--vendor DIR` refuse
+# any other bundle. `cargo xtask vendor` says when this pin is stale; `--update-pin` rewrites it.
+";
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    #[test]
+    fn the_pin_is_appended_then_replaced_and_the_lock_still_parses() {
+        let lock = fs::read_to_string(Workspace { root: Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned(), target_dir: PathBuf::new() }.lock_path()).unwrap();
+        let without: String = {
+            // The lock as it was before any pin.
+            match lock.find("\n# The trust anchor of offline builds") {
+                Some(index) => format!("{}\n", &lock[..index]),
+                None => lock.clone(),
+            }
+        };
+        let first = with_pin(&without, &"a".repeat(64));
+        assert_eq!(Lock::parse(&first).unwrap().vendor_bundle.unwrap().sums_sha256, "a".repeat(64));
+        let second = with_pin(&first, &"b".repeat(64));
+        assert_eq!(Lock::parse(&second).unwrap().vendor_bundle.unwrap().sums_sha256, "b".repeat(64));
+        assert_eq!(second.matches("[vendor-bundle]").count(), 1);
+        assert_eq!(second.replace(&"b".repeat(64), &"a".repeat(64)), first);
     }
 }

@@ -48,7 +48,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         Ok(bundle) => bundle,
         Err(error) => {
             eprintln!("the vendor bundle is not usable ({error:#}); making it");
-            vendor::run(workspace, cache, sources, &vendor::Args { out: Some(bundle_dir.clone()) })?;
+            vendor::run(workspace, cache, sources, &vendor::Args { out: Some(bundle_dir.clone()), update_pin: false })?;
             Bundle::open(&bundle_dir, workspace)?
         }
     };
@@ -66,6 +66,11 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         .context("run git clone")?;
     if !status.success() {
         bail!("git clone of {} failed ({status})", workspace.root.display());
+    }
+    // What a packager runs first: the shell check of the bundle against the clone's anchor.
+    let status = Command::new("sh").arg(clone.join("xtask/verify-bundle")).arg(&bundle.root).status().context("run xtask/verify-bundle")?;
+    if !status.success() {
+        bail!("xtask/verify-bundle refused {} ({status})", bundle.root.display());
     }
     let second_dist = clone.join("target/dist");
     let second_started = Instant::now();

@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
-    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone() })?;
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone(), ..Default::default() })?;
     let mut command = host::release_host_command(workspace, sources);
     command
         .args(["bench", "--manifest"])

@@ -69,7 +69,7 @@ pub struct ConformanceArgs {
 }
 
 pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &RunArgs) -> Result<()> {
-    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()), ..Default::default() })?;
     let mut command = host_command(workspace, sources);
     command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]).args(args.flags.to_args());
     for code in &args.code {
@@ -91,7 +91,7 @@ pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &
 /// `cargo xtask python`: the variant's command form, run like `python3`; the exit status is
 /// the program's.
 pub fn run_python(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &PythonArgs) -> Result<()> {
-    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()) })?;
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()), ..Default::default() })?;
     let mut command = host_command(workspace, sources);
     command.arg("python").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
     for dir in &args.dirs {
@@ -124,7 +124,7 @@ pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: 
         Some("all") | None => None,
         Some(name) => Some(name.to_owned()),
     };
-    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: build_variant })?;
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: build_variant, ..Default::default() })?;
     let mut command = host_command(workspace, sources);
     command.arg("conformance").arg("--manifest").arg(&manifest);
     if let Some(variant) = &args.variant {
