@@ -5,7 +5,9 @@
 //! The program sees only what it is given: the directories passed (read-write), the
 //! environment passed, and, for a variant that mounts the CPython stdlib, that stdlib
 //! read-only with the variant's own environment (`PYTHONHOME`, ...). Limits: a wall-clock
-//! timeout and a memory limit, as for sandboxes.
+//! timeout and a memory limit, as for sandboxes. The program runs as an async call, so the
+//! timeout holds while it computes (the epoch deadline) and while it waits in WASI (a sleep,
+//! a blocked read of stdin: a timer around the call).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -87,7 +89,7 @@ impl CommandRuntime {
             crate::compile_cache::Interface::Command,
         )?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::limits::start_epoch_ticker(&engine);
         Ok(CommandRuntime { engine, component, linker, variant })
     }
@@ -109,6 +111,8 @@ impl CommandRuntime {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("mount {} at {guest}", host.display()))?;
         }
+        // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
+        wasi.allow_blocking_current_thread(true);
         let captured = match streams {
             Streams::Inherit => {
                 wasi.inherit_stdio();
@@ -131,18 +135,24 @@ impl CommandRuntime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline((invocation.timeout.as_millis() / crate::limits::TICK.as_millis()).max(1) as u64);
-        let command = Command::instantiate(&mut store, &self.component, &self.linker)
-            .map_err(anyhow::Error::from)
-            .context("instantiate the command component")?;
-        let exit_status = match command.wasi_cli_run().call_run(&mut store) {
+        let tasks = tokio::runtime::Builder::new_current_thread().enable_time().build().context("start a task runtime")?;
+        let timed_out = || anyhow::anyhow!("the program ran longer than the timeout of {} ms", invocation.timeout.as_millis());
+        let outcome = tasks.block_on(tokio::time::timeout(invocation.timeout, async {
+            let command = Command::instantiate_async(&mut store, &self.component, &self.linker)
+                .await
+                .map_err(anyhow::Error::from)
+                .context("instantiate the command component")?;
+            Ok::<_, anyhow::Error>(command.wasi_cli_run().call_run(&mut store).await)
+        }));
+        // Waiting in WASI past the deadline: the call is dropped where it waits.
+        let outcome = outcome.map_err(|_| timed_out())??;
+        let exit_status = match outcome {
             Ok(Ok(())) => 0,
             Ok(Err(())) => 1,
             Err(error) => match error.downcast_ref::<I32Exit>() {
                 Some(exit) => exit.0,
                 None => match error.downcast_ref::<wasmtime::Trap>() {
-                    Some(wasmtime::Trap::Interrupt) => {
-                        bail!("the program ran longer than the timeout of {} ms", invocation.timeout.as_millis())
-                    }
+                    Some(wasmtime::Trap::Interrupt) => return Err(timed_out()),
                     _ if store.data().limits.refused => {
                         bail!("the program hit the memory limit of {} MiB", invocation.memory_bytes >> 20)
                     }

@@ -18,8 +18,9 @@ pub struct JournalEntry {
     pub name: String,
     /// The keyword arguments, as sent (a JSON object).
     pub arguments: Value,
-    /// The callback's JSON result, when it answered one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The callback's JSON result, when it answered one (`null` included: a present `null`
+    /// is the result `None` in Python, an absent key a call that did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub result: Option<Value>,
     /// The callback's error text, when it failed. Neither is set for a call that was
     /// cancelled before it answered: replayed, it never answers either.
@@ -150,6 +151,12 @@ impl Replay {
     }
 }
 
+/// A key that is there, whatever its value (`null` too): `Some`. (An absent key is the
+/// field's default, `None`.)
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
 /// The arguments as JSON, or as the text they were when they are not JSON.
 fn parse(arguments_json: &str) -> Value {
     serde_json::from_str(arguments_json).unwrap_or_else(|_| Value::String(arguments_json.to_owned()))
@@ -220,5 +227,21 @@ mod tests {
         assert_eq!(Journal::load(&path).unwrap(), journal);
         std::fs::write(&path, r#"{"format": 9, "calls": []}"#).unwrap();
         assert!(Journal::load(&path).unwrap_err().to_string().contains("format 9"));
+    }
+
+    /// A callback that answered `null` (Python's `None`) is recorded with `"result": null`,
+    /// and replays as that answer, not as a call that never answered.
+    #[test]
+    fn a_null_result_replays_as_null() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("journal.json");
+        let mut journal = Journal::default();
+        let index = journal.start("nothing", "{}");
+        journal.finish(index, &Ok("null".into()), 0.1);
+        journal.save(&path).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains(r#""result": null"#));
+        let loaded = Journal::load(&path).unwrap();
+        assert_eq!(loaded, journal);
+        assert_eq!(Replay::new(loaded).answer("nothing", "{}"), Some(Ok("null".into())));
     }
 }

@@ -29,8 +29,12 @@ pub struct VariantEntry {
     /// The default sandbox component (pre-initialised).
     pub component_path: PathBuf,
     pub component_sha256: String,
+    /// The linear memory the default component starts with, when the build measured it.
+    pub component_initial_memory: Option<u64>,
     /// The component as linked, before pre-initialisation.
     pub plain_path: Option<PathBuf>,
+    /// The linear memory the plain component starts with, when the build measured it.
+    pub plain_initial_memory: Option<u64>,
     pub precompiled: Option<Precompiled>,
     /// What the pre-initialisation imported.
     pub preinit_imports: Vec<String>,
@@ -47,7 +51,9 @@ impl VariantEntry {
             name: path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
             component_path: path.to_path_buf(),
             component_sha256: String::new(),
+            component_initial_memory: None,
             plain_path: None,
+            plain_initial_memory: None,
             precompiled: None,
             preinit_imports: Vec::new(),
             command_path: None,
@@ -71,6 +77,8 @@ struct RawManifest {
 struct RawArtifact {
     path: String,
     sha256: String,
+    #[serde(default)]
+    initial_memory_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +122,8 @@ impl Manifest {
                     name: name.clone(),
                     component_path: base.join(&variant.component.path),
                     component_sha256: variant.component.sha256,
+                    component_initial_memory: variant.component.initial_memory_bytes,
+                    plain_initial_memory: variant.plain.as_ref().and_then(|plain| plain.initial_memory_bytes),
                     plain_path: variant.plain.map(|plain| base.join(plain.path)),
                     precompiled: variant.precompiled.map(|precompiled| Precompiled {
                         path: base.join(precompiled.path),

@@ -72,6 +72,29 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
     pool
 }
 
+/// Refuses, in one line, a memory limit below the memory the component starts with (its
+/// pre-initialised heap, say): no sandbox could ever be created, and the instance pool would
+/// refuse the component in terms of its own internals.
+fn check_memory_limit(variant: &VariantEntry, limits: &Limits, form: Form) -> Result<()> {
+    let (initial, path) = match form {
+        Form::Plain => (variant.plain_initial_memory, variant.plain_path.as_deref().unwrap_or(&variant.component_path)),
+        Form::Preinit | Form::PreinitCompiled => (variant.component_initial_memory, variant.component_path.as_path()),
+    };
+    match initial {
+        Some(initial) if initial > limits.memory_bytes as u64 => {
+            let mib = |bytes: u64| bytes as f64 / 1048576.0;
+            anyhow::bail!(
+                "the memory limit of {:.1} MiB is below the {:.1} MiB of linear memory {} starts with; allow at least {} MiB",
+                mib(limits.memory_bytes as u64),
+                mib(initial),
+                path.display(),
+                initial.div_ceil(1 << 20)
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A compiled variant, ready to create sandboxes.
 pub struct Runtime {
     engine: Engine,
@@ -93,6 +116,7 @@ impl Runtime {
 
     /// Loads one of `variant`'s component forms.
     pub fn with_form(variant: VariantEntry, limits: Limits, compile_cache_dir: &Path, form: Form) -> Result<Runtime> {
+        check_memory_limit(&variant, &limits, form)?;
         let fuel = limits.fuel.is_some();
         let mut config = engine::sandbox_config(fuel);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));

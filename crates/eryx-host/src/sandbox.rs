@@ -234,4 +234,18 @@ mod tests {
             other => panic!("a trap of this call is no memory limit: {other}"),
         }
     }
+
+    #[test]
+    fn a_memory_limit_below_the_start_is_one_line_naming_both_sizes() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("runtime-small.wasm");
+        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
+        let mut variant = VariantEntry::for_component(&path);
+        variant.component_initial_memory = Some(20 << 20);
+        let limits = Limits { memory_bytes: 8 << 20, ..Limits::default() };
+        let error = format!("{:#}", Runtime::new(variant, limits, &directory.path().join("compiled")).err().expect("refused"));
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(error.contains("the memory limit of 8.0 MiB is below the 20.0 MiB of linear memory"), "{error}");
+        assert!(error.contains("allow at least 20 MiB"), "{error}");
+    }
 }

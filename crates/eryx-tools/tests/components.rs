@@ -297,3 +297,25 @@ fn sandboxes_run_from_async_code() {
         assert_eq!(output, "[20, 3]\n", "{}", variant.name);
     }
 }
+
+/// The command form's timeout holds while the program waits in WASI (a sleep), not only
+/// while it computes: the run ends soon after the timeout with its error.
+#[test]
+fn the_command_timeout_holds_while_the_program_sleeps() {
+    use eryx_host::command::{CommandRuntime, Invocation, Streams};
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = CommandRuntime::new(variant.clone(), &manifest.compile_cache_dir()).unwrap();
+        let invocation = Invocation {
+            args: vec!["-c".into(), "import time; time.sleep(30)".into()],
+            env: Vec::new(),
+            dirs: Vec::new(),
+            timeout: std::time::Duration::from_millis(1500),
+            memory_bytes: 256 << 20,
+        };
+        let started = std::time::Instant::now();
+        let error = runtime.run(&invocation, Streams::Capture { stdin: Vec::new() }).expect_err("a sleep of 30 s outlives a timeout of 1.5 s");
+        assert!(format!("{error:#}").contains("longer than the timeout of 1500 ms"), "{}: {error:#}", variant.name);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{}: ended after {:?}", variant.name, started.elapsed());
+    }
+}

@@ -594,6 +594,29 @@ fn artifact_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
     }))
 }
 
+/// [`artifact_entry`] of a sandbox component, with the linear memory it starts with (the
+/// largest initial size of its core modules' memories): the host refuses a memory limit
+/// below it in one line, before compiling anything.
+fn component_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
+    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let mut initial: u64 = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::MemorySection(memories) = payload.with_context(|| format!("parse {}", path.display()))? {
+            for memory in memories {
+                let memory = memory?;
+                initial = initial.max(memory.initial << memory.page_size_log2.unwrap_or(16));
+            }
+        }
+    }
+    let relative = path.strip_prefix(artifacts).unwrap_or(path);
+    Ok(json!({
+        "path": relative.to_string_lossy(),
+        "size": bytes.len(),
+        "sha256": cache::sha256_bytes(&bytes),
+        "initial_memory_bytes": initial,
+    }))
+}
+
 /// Writes `manifest.json`, keeping the entries of variants not built this time when their
 /// component is still there.
 fn write_manifest(
@@ -630,8 +653,8 @@ fn write_manifest(
             precompiled[key] = info[key].clone();
         }
         let mut entry = json!({
-            "component": artifact_entry(&artifacts, &artifacts.join(variant.component))?,
-            "plain": artifact_entry(&artifacts, &artifacts.join(variant.plain_component()))?,
+            "component": component_entry(&artifacts, &artifacts.join(variant.component))?,
+            "plain": component_entry(&artifacts, &artifacts.join(variant.plain_component()))?,
             "precompiled": precompiled,
             "preinit_imports": variant.preinit_imports,
             "command": artifact_entry(&artifacts, &artifacts.join(variant.command.component))?,
