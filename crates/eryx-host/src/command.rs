@@ -137,13 +137,17 @@ impl CommandRuntime {
         store.set_epoch_deadline((invocation.timeout.as_millis() / crate::limits::TICK.as_millis()).max(1) as u64);
         let tasks = tokio::runtime::Builder::new_current_thread().enable_time().build().context("start a task runtime")?;
         let timed_out = || anyhow::anyhow!("the program ran longer than the timeout of {} ms", invocation.timeout.as_millis());
-        let outcome = tasks.block_on(tokio::time::timeout(invocation.timeout, async {
-            let command = Command::instantiate_async(&mut store, &self.component, &self.linker)
-                .await
-                .map_err(anyhow::Error::from)
-                .context("instantiate the command component")?;
-            Ok::<_, anyhow::Error>(command.wasi_cli_run().call_run(&mut store).await)
-        }));
+        // The timer is made inside the task runtime (it needs its clock).
+        let outcome = tasks.block_on(async {
+            tokio::time::timeout(invocation.timeout, async {
+                let command = Command::instantiate_async(&mut store, &self.component, &self.linker)
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .context("instantiate the command component")?;
+                Ok::<_, anyhow::Error>(command.wasi_cli_run().call_run(&mut store).await)
+            })
+            .await
+        });
         // Waiting in WASI past the deadline: the call is dropped where it waits.
         let outcome = outcome.map_err(|_| timed_out())??;
         let exit_status = match outcome {

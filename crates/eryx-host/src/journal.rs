@@ -2,26 +2,34 @@
 //! error, duration), and a sandbox given a journal replays it: each call is answered from the
 //! journal, in the order the calls were started, without calling the host. A call that is not
 //! the journal's next one is refused with the first difference.
+//!
+//! A journal keeps arguments and results as the JSON text they travelled as (parsed, JSON
+//! takes tens of times its size), and at most [`MAX_JOURNAL_BYTES`] of it: a recording that
+//! would hold more stops there and says so (`truncated`), and such a journal cannot be
+//! replayed.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The format number of journal files this host writes and reads.
 pub const JOURNAL_FORMAT: u32 = 1;
+/// The most bytes of arguments and results one journal records.
+pub const MAX_JOURNAL_BYTES: usize = 16 << 20;
 
 /// One callback call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JournalEntry {
     pub name: String,
-    /// The keyword arguments, as sent (a JSON object).
-    pub arguments: Value,
+    /// The keyword arguments, as sent (a JSON object, as text).
+    pub arguments: Box<RawValue>,
     /// The callback's JSON result, when it answered one (`null` included: a present `null`
     /// is the result `None` in Python, an absent key a call that did not answer).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
-    pub result: Option<Value>,
+    pub result: Option<Box<RawValue>>,
     /// The callback's error text, when it failed. Neither is set for a call that was
     /// cancelled before it answered: replayed, it never answers either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,15 +38,37 @@ pub struct JournalEntry {
 }
 
 /// The calls of a sandbox, in the order they were started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Journal {
     pub format: u32,
     pub calls: Vec<JournalEntry>,
+    /// Set when the recording stopped at [`MAX_JOURNAL_BYTES`]: later calls are not in it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The bytes of arguments and results recorded.
+    #[serde(skip)]
+    bytes: usize,
 }
 
 impl Default for Journal {
     fn default() -> Self {
-        Journal { format: JOURNAL_FORMAT, calls: Vec::new() }
+        Journal { format: JOURNAL_FORMAT, calls: Vec::new(), truncated: false, bytes: 0 }
+    }
+}
+
+impl PartialEq for JournalEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.arguments.get() == other.arguments.get()
+            && self.result.as_ref().map(|result| result.get()) == other.result.as_ref().map(|result| result.get())
+            && self.error == other.error
+            && self.duration_ms == other.duration_ms
+    }
+}
+
+impl PartialEq for Journal {
+    fn eq(&self, other: &Self) -> bool {
+        self.format == other.format && self.calls == other.calls && self.truncated == other.truncated
     }
 }
 
@@ -50,28 +80,58 @@ impl Journal {
         if journal.format != JOURNAL_FORMAT {
             bail!("{} is a journal of format {}; this host reads format {JOURNAL_FORMAT}", path.display(), journal.format);
         }
+        if journal.truncated {
+            bail!(
+                "{} was cut at {} MiB of recorded arguments and results, so it cannot answer the run's later calls; \
+                 record a run with smaller callback traffic",
+                path.display(),
+                MAX_JOURNAL_BYTES >> 20
+            );
+        }
         Ok(journal)
     }
 
-    /// Records a call that starts now; answers its index for [`Journal::finish`]. Until then
-    /// it has neither result nor error (a call cancelled before it answered stays so).
-    pub(crate) fn start(&mut self, name: &str, arguments_json: &str) -> usize {
+    /// Whether `bytes` more fit; when not, the journal is cut here.
+    fn room(&mut self, bytes: usize) -> bool {
+        if self.truncated || self.bytes + bytes > MAX_JOURNAL_BYTES {
+            self.truncated = true;
+            return false;
+        }
+        self.bytes += bytes;
+        true
+    }
+
+    /// Records a call that starts now; answers its index for [`Journal::finish`] (`None` once
+    /// the journal is full). Until then it has neither result nor error (a call cancelled
+    /// before it answered stays so).
+    pub(crate) fn start(&mut self, name: &str, arguments_json: &str) -> Option<usize> {
+        if !self.room(name.len() + arguments_json.len()) {
+            return None;
+        }
         self.calls.push(JournalEntry {
             name: name.to_owned(),
-            arguments: parse(arguments_json),
+            arguments: raw(arguments_json),
             result: None,
             error: None,
             duration_ms: 0.0,
         });
-        self.calls.len() - 1
+        Some(self.calls.len() - 1)
     }
 
-    /// Records the answer of the call `index`.
+    /// Records the answer of the call `index` (a result that no longer fits cuts the journal
+    /// before this call).
     pub(crate) fn finish(&mut self, index: usize, answer: &Result<String, String>, duration_ms: f64) {
-        let entry = &mut self.calls[index];
+        let size = match answer {
+            Ok(text) | Err(text) => text.len(),
+        };
+        if !self.room(size) {
+            self.calls.truncate(index);
+            return;
+        }
+        let Some(entry) = self.calls.get_mut(index) else { return };
         entry.duration_ms = duration_ms;
         match answer {
-            Ok(text) => entry.result = Some(parse(text)),
+            Ok(text) => entry.result = Some(raw(text)),
             Err(text) => entry.error = Some(text.clone()),
         }
     }
@@ -110,22 +170,22 @@ impl Replay {
         let number = self.next + 1;
         self.next += 1;
         let found = parse(arguments_json);
-        let difference = match self.journal.calls.get(number - 1) {
+        let difference = match self.journal.calls.get(number - 1).map(|entry| (entry, parse(entry.arguments.get()))) {
             None => format!(
                 "the callback journal has {} calls; this is call {number}: `{name}` with {found}",
                 self.journal.calls.len()
             ),
-            Some(entry) if entry.name != name => {
+            Some((entry, _)) if entry.name != name => {
                 format!("call {number} differs from the callback journal: it calls `{name}`, the journal has `{}`", entry.name)
             }
-            Some(entry) if entry.arguments != found => format!(
+            Some((_, recorded)) if recorded != found => format!(
                 "call {number} (`{name}`) differs from the callback journal: {}",
-                first_difference(&entry.arguments, &found)
+                first_difference(&recorded, &found)
             ),
-            Some(entry) => {
+            Some((entry, _)) => {
                 return match (&entry.result, &entry.error) {
                     (_, Some(error)) => Some(Err(error.clone())),
-                    (Some(result), None) => Some(Ok(result.to_string())),
+                    (Some(result), None) => Some(Ok(result.get().to_owned())),
                     (None, None) => None,
                 }
             }
@@ -153,8 +213,15 @@ impl Replay {
 
 /// A key that is there, whatever its value (`null` too): `Some`. (An absent key is the
 /// field's default, `None`.)
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// JSON text as it travelled, or, when it is not JSON, as a JSON string of that text.
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned())
+        .or_else(|_| RawValue::from_string(Value::String(text.to_owned()).to_string()))
+        .expect("a JSON string is JSON")
 }
 
 /// The arguments as JSON, or as the text they were when they are not JSON.
@@ -185,18 +252,24 @@ mod tests {
     use serde_json::json;
 
     fn entry(name: &str, arguments: Value, result: Option<Value>) -> JournalEntry {
-        JournalEntry { name: name.into(), arguments, result, error: None, duration_ms: 1.0 }
+        JournalEntry {
+            name: name.into(),
+            arguments: raw(&arguments.to_string()),
+            result: result.map(|result| raw(&result.to_string())),
+            error: None,
+            duration_ms: 1.0,
+        }
     }
 
     #[test]
     fn a_replay_answers_in_order_and_names_the_first_difference() {
         let journal = Journal {
-            format: JOURNAL_FORMAT,
             calls: vec![
                 entry("add", json!({"a": 1, "b": 2}), Some(json!(3))),
                 entry("add", json!({"a": 2, "b": 2}), Some(json!(4))),
                 entry("sleep", json!({"ms": 5}), None),
             ],
+            ..Journal::default()
         };
         let mut replay = Replay::new(journal.clone());
         // Argument order does not matter; values do.
@@ -209,7 +282,7 @@ mod tests {
 
         let mut short = Replay::new(journal);
         assert!(short.answer("echo", "{}").unwrap().unwrap_err().contains("it calls `echo`, the journal has `add`"));
-        let mut unfinished = Replay::new(Journal { format: JOURNAL_FORMAT, calls: vec![entry("add", json!({}), Some(json!(0)))] });
+        let mut unfinished = Replay::new(Journal { calls: vec![entry("add", json!({}), Some(json!(0)))], ..Journal::default() });
         assert!(unfinished.mismatch().unwrap().contains("1 more call(s) than were made, from call 1 (`add`)"));
         assert_eq!(unfinished.answer("add", "{}"), Some(Ok("0".into())));
         assert_eq!(unfinished.mismatch(), None);
@@ -220,8 +293,8 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("journal.json");
         let journal = Journal {
-            format: JOURNAL_FORMAT,
-            calls: vec![JournalEntry { name: "fail".into(), arguments: json!({}), result: None, error: Some("boom".into()), duration_ms: 0.5 }],
+            calls: vec![JournalEntry { name: "fail".into(), arguments: raw("{}"), result: None, error: Some("boom".into()), duration_ms: 0.5 }],
+            ..Journal::default()
         };
         journal.save(&path).unwrap();
         assert_eq!(Journal::load(&path).unwrap(), journal);
@@ -236,12 +309,35 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("journal.json");
         let mut journal = Journal::default();
-        let index = journal.start("nothing", "{}");
+        let index = journal.start("nothing", "{}").unwrap();
         journal.finish(index, &Ok("null".into()), 0.1);
         journal.save(&path).unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().contains(r#""result": null"#));
         let loaded = Journal::load(&path).unwrap();
         assert_eq!(loaded, journal);
         assert_eq!(Replay::new(loaded).answer("nothing", "{}"), Some(Ok("null".into())));
+    }
+
+    /// A recording that would hold more than [`MAX_JOURNAL_BYTES`] stops there, says so, and
+    /// is refused for replay; the calls themselves go on.
+    #[test]
+    fn a_journal_is_bounded_and_a_cut_one_is_not_replayed() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut journal = Journal::default();
+        let big = format!("{{\"text\": \"{}\"}}", "x".repeat(1 << 20));
+        let mut recorded = 0;
+        for _ in 0..40 {
+            if let Some(index) = journal.start("echo", &big) {
+                journal.finish(index, &Ok(big.clone()), 0.1);
+                recorded += 1;
+            }
+        }
+        assert!(journal.truncated);
+        assert!(recorded <= 8 && journal.calls.len() <= recorded, "{recorded} calls of 2 MiB each were kept");
+        assert!(journal.calls.iter().all(|call| call.result.is_some()));
+        let path = directory.path().join("journal.json");
+        journal.save(&path).unwrap();
+        let error = Journal::load(&path).unwrap_err().to_string();
+        assert!(error.contains("was cut at 16 MiB"), "{error}");
     }
 }

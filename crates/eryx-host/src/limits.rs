@@ -25,6 +25,11 @@ pub struct Limits {
     pub max_callbacks: u32,
     /// How long one callback may take before the guest gets an error instead.
     pub callback_timeout: Duration,
+    /// The most bytes of JSON arguments one callback call may carry. Checked before they are
+    /// parsed: parsed, JSON takes tens of times its size in the host's memory.
+    pub max_callback_argument_bytes: usize,
+    /// The most bytes of arguments the callback calls pending at once may carry together.
+    pub max_pending_callback_bytes: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +41,8 @@ impl Default for Limits {
             max_output_bytes: 1 << 20,
             max_callbacks: 1000,
             callback_timeout: Duration::from_secs(10),
+            max_callback_argument_bytes: 256 << 10,
+            max_pending_callback_bytes: 1 << 20,
         }
     }
 }

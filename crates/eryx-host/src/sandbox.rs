@@ -118,6 +118,8 @@ impl Sandbox {
             max: self.limits.max_callbacks,
             timeout: self.limits.callback_timeout,
             tracing: self.trace,
+            max_argument_bytes: self.limits.max_callback_argument_bytes,
+            max_pending_bytes: self.limits.max_pending_callback_bytes,
         };
         let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
         let code = code.to_owned();

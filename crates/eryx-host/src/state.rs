@@ -1,6 +1,7 @@
 //! The store state of one sandbox (its WASI context, callbacks, trace events, memory limit,
 //! callback accounting and journal) and the world's imports the host implements on it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,22 @@ pub struct State {
     pub(crate) calls: CallAccounting,
     /// Whether callback calls are recorded or replayed.
     pub(crate) journal: journal::Mode,
+    /// The bytes of arguments of the callback calls pending now (shared with their
+    /// reservations, which give them back when a call ends or is cancelled).
+    pending_bytes: Arc<AtomicUsize>,
+}
+
+/// The argument bytes one pending callback call holds; given back when it is dropped (the
+/// call answered, or was cancelled with its future).
+struct Reservation {
+    pending: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
 }
 
 impl State {
@@ -41,25 +58,44 @@ impl State {
             limits: MemoryLimiter::new(memory_bytes),
             calls: CallAccounting::default(),
             journal: journal::Mode::Off,
+            pending_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Accounts for a callback call about to start and says where its answer comes from.
-    fn begin_callback(&mut self, name: &str, arguments_json: &str) -> (Option<usize>, Answer) {
+    /// Accounts for a callback call about to start and says where its answer comes from;
+    /// the reservation holds its argument bytes while it is pending.
+    fn begin_callback(&mut self, name: &str, arguments_json: &str) -> (Option<usize>, Option<Reservation>, Answer) {
         let calls = &mut self.calls;
         if calls.made >= calls.max {
-            return (None, Answer::Refused(format!("the callback limit of {} invocations per execute was reached", calls.max)));
+            return (None, None, Answer::Refused(format!("the callback limit of {} invocations per execute was reached", calls.max)));
         }
+        let size = arguments_json.len();
+        if size > calls.max_argument_bytes {
+            return (None, None, Answer::Refused(format!(
+                "the callback argument limit of {} bytes per call was exceeded: `{name}` was given {size} bytes of arguments",
+                calls.max_argument_bytes
+            )));
+        }
+        let pending = self.pending_bytes.load(Ordering::SeqCst);
+        if pending + size > calls.max_pending_bytes {
+            return (None, None, Answer::Refused(format!(
+                "the limit of {} bytes of arguments for the callback calls pending at once was reached \
+                 ({pending} bytes pending, `{name}` brings {size}); await some of them first",
+                calls.max_pending_bytes
+            )));
+        }
+        self.pending_bytes.fetch_add(size, Ordering::SeqCst);
+        let reservation = Reservation { pending: self.pending_bytes.clone(), bytes: size };
         calls.made += 1;
         if calls.tracing {
             self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
         }
         let index = match &mut self.journal {
-            journal::Mode::Replay(replay) => return (None, Answer::Recorded(replay.answer(name, arguments_json))),
-            journal::Mode::Record(journal) => Some(journal.start(name, arguments_json)),
+            journal::Mode::Replay(replay) => return (None, Some(reservation), Answer::Recorded(replay.answer(name, arguments_json))),
+            journal::Mode::Record(journal) => journal.start(name, arguments_json),
             journal::Mode::Off => None,
         };
-        (index, Answer::Host(self.callbacks.clone(), self.calls.timeout))
+        (index, Some(reservation), Answer::Host(self.callbacks.clone(), self.calls.timeout))
     }
 
     /// Accounts for a callback call that answered (the journal entry `index` when recording).
@@ -104,6 +140,8 @@ pub(crate) struct CallAccounting {
     pub(crate) max: u32,
     pub(crate) timeout: Duration,
     pub(crate) tracing: bool,
+    pub(crate) max_argument_bytes: usize,
+    pub(crate) max_pending_bytes: usize,
 }
 
 impl WasiView for State {
@@ -114,7 +152,7 @@ impl WasiView for State {
 
 impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
     async fn invoke(accessor: &Accessor<T, Self>, name: String, arguments_json: String) -> Result<String, String> {
-        let (index, source) = accessor.with(|mut access| access.get().begin_callback(&name, &arguments_json));
+        let (index, _reservation, source) = accessor.with(|mut access| access.get().begin_callback(&name, &arguments_json));
         let started = std::time::Instant::now();
         let answer = match source {
             Answer::Refused(text) => return Err(text),

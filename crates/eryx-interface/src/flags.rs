@@ -25,6 +25,12 @@ pub struct SandboxFlags {
     /// Print the trace events of the user's code to stderr, one JSON object per line
     #[arg(long)]
     pub trace: bool,
+    /// The most bytes of JSON arguments one callback call may carry [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    pub max_callback_argument_bytes: Option<usize>,
+    /// The most bytes of arguments the callback calls pending at once may carry [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_pending_callback_bytes: Option<usize>,
     /// Print one JSON object per execute on stdout instead of the output:
     /// {stdout, stderr, error, truncated, trace}
     #[arg(long)]
@@ -56,6 +62,8 @@ impl SandboxFlags {
         value("max-output-bytes", self.max_output_bytes.map(|v| v.to_string()));
         value("max-callbacks", self.max_callbacks.map(|v| v.to_string()));
         value("callback-timeout-ms", self.callback_timeout_ms.map(|v| v.to_string()));
+        value("max-callback-argument-bytes", self.max_callback_argument_bytes.map(|v| v.to_string()));
+        value("max-pending-callback-bytes", self.max_pending_callback_bytes.map(|v| v.to_string()));
         if self.trace {
             args.push("--trace".into());
         }
@@ -90,12 +98,13 @@ mod tests {
     fn flags_handed_on_parse_to_the_same_flags() {
         let given = [
             "x", "--timeout-ms", "5", "--fuel", "9", "--max-output-bytes", "100", "--trace", "--json", "--callback-timeout-ms", "7",
-            "--record", "/tmp/journal.json",
+            "--record", "/tmp/journal.json", "--max-callback-argument-bytes", "1000", "--max-pending-callback-bytes", "2000",
         ];
         let parsed = Cli::parse_from(given).flags;
         let again = Cli::parse_from(std::iter::once("x".to_owned()).chain(parsed.to_args())).flags;
         assert_eq!(format!("{parsed:?}"), format!("{again:?}"));
         assert_eq!(again.fuel, Some(9));
+        assert_eq!((again.max_callback_argument_bytes, again.max_pending_callback_bytes), (Some(1000), Some(2000)));
         assert!(again.trace && again.json);
         assert_eq!(again.memory_mib, None);
         assert_eq!(again.record.as_deref(), Some(std::path::Path::new("/tmp/journal.json")));

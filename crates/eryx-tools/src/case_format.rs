@@ -41,6 +41,8 @@ pub struct Expectations {
     pub max_output_bytes: Option<u64>,
     pub max_callbacks: Option<u32>,
     pub callback_timeout_ms: Option<u64>,
+    pub max_callback_argument_bytes: Option<usize>,
+    pub max_pending_callback_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -64,6 +66,8 @@ impl Expectations {
             || self.max_output_bytes.is_some()
             || self.max_callbacks.is_some()
             || self.callback_timeout_ms.is_some()
+            || self.max_callback_argument_bytes.is_some()
+            || self.max_pending_callback_bytes.is_some()
     }
 }
 
@@ -103,6 +107,8 @@ const EXPECTATION_KEYS: &[&str] = &[
     "max_output_bytes",
     "max_callbacks",
     "callback_timeout_ms",
+    "max_callback_argument_bytes",
+    "max_pending_callback_bytes",
 ];
 const CASE_KEYS: &[&str] = &["name", "code", "steps", "skip"];
 const STEP_KEYS: &[&str] = &["code", "action"];

@@ -175,6 +175,8 @@ fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) 
         limits.max_output_bytes = expect.max_output_bytes.unwrap_or(defaults.max_output_bytes);
         limits.max_callbacks = expect.max_callbacks.unwrap_or(defaults.max_callbacks);
         limits.callback_timeout = expect.callback_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.callback_timeout);
+        limits.max_callback_argument_bytes = expect.max_callback_argument_bytes.unwrap_or(defaults.max_callback_argument_bytes);
+        limits.max_pending_callback_bytes = expect.max_pending_callback_bytes.unwrap_or(defaults.max_pending_callback_bytes);
         let tracing = expect.trace.is_some() || expect.callback_order.is_some();
         sandbox.set_trace(tracing);
         check(expect, sandbox.execute(code))?;

@@ -134,6 +134,8 @@ fn limits_of(flags: &SandboxFlags) -> Limits {
         max_output_bytes: flags.max_output_bytes.unwrap_or(defaults.max_output_bytes),
         max_callbacks: flags.max_callbacks.unwrap_or(defaults.max_callbacks),
         callback_timeout: flags.callback_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.callback_timeout),
+        max_callback_argument_bytes: flags.max_callback_argument_bytes.unwrap_or(defaults.max_callback_argument_bytes),
+        max_pending_callback_bytes: flags.max_pending_callback_bytes.unwrap_or(defaults.max_pending_callback_bytes),
     }
 }
 

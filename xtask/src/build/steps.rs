@@ -217,7 +217,7 @@ mod tests {
         let mut runner = Runner::new(directory.path().join("state"));
         let mut fingerprint = Fingerprint::default();
         fingerprint.text("input", "1");
-        let mut make = |runner: &mut Runner| runner.step("make", &fingerprint, &[&output], || write_atomic(&output, b"the build's bytes")).unwrap();
+        let make = |runner: &mut Runner| runner.step("make", &fingerprint, &[&output], || write_atomic(&output, b"the build's bytes")).unwrap();
         assert!(make(&mut runner));
         fs::write(&output, b"the build's bytez").unwrap();
         // Without verification, an existing output is enough (the quick path of `run`).
