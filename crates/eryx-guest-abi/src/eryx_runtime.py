@@ -42,9 +42,10 @@ def _is_user_file(filename):
     return filename.startswith(USER_FILENAME_PREFIX)
 _user_globals = __main__.__dict__
 
-# Names the runtime puts into the user's namespace; `clear` keeps them and `snapshot`
-# skips them.
-_machinery_names = set()
+# What the runtime puts into the user's namespace, by name: `snapshot` skips a name only while
+# it still holds the runtime's own object (a callback's name bound to a value of the user's is
+# the user's), and `clear` forgets them all.
+_machinery = {}
 # What a fresh `__main__` holds (its dunders): `clear` brings it back, and the builtins as
 # they are once this file has run (`_original_builtins`, below), whatever user code did.
 _initial_main = dict(_user_globals)
@@ -97,7 +98,18 @@ def _answer(name, ok, text):
     return json.loads(text)
 
 
-# The pending host calls of the running `execute`: handle -> (future, callback name).
+class _Call:
+    """A pending host call: its subtask handle (live while the call is here), the future of
+    its result, the callback's name and the event loop that started it."""
+
+    __slots__ = ("handle", "future", "name", "loop")
+
+    def __init__(self, handle, future, name, loop):
+        self.handle, self.future, self.name, self.loop = handle, future, name, loop
+
+
+# The pending host calls of the running `execute`, by subtask handle. The host reuses a
+# handle once its subtask is gone, so an entry is removed only by the call it belongs to.
 _waiting = {}
 
 
@@ -120,8 +132,9 @@ def _start(loop, name, arguments):
     if handle == 0:
         _settle(future, name, ok, text)
         return future
-    _waiting[handle] = (future, name)
-    future.add_done_callback(lambda done: _forget(handle, done))
+    call = _Call(handle, future, name, loop)
+    _waiting[handle] = call
+    future.add_done_callback(lambda done: _forget(call, done))
     return future
 
 
@@ -134,16 +147,28 @@ def _settle(future, name, ok, text):
         future.set_exception(caught)
 
 
-def _forget(handle, future):
-    """A future of a host call is done: when it was cancelled, so is the host call."""
-    if _waiting.pop(handle, None) is not None and future.cancelled():
-        _host_cancel(handle)
+def _forget(call, future):
+    """A future of a host call is done: when it was cancelled, so is the host call (unless
+    it answered already, and its handle now belongs to another call)."""
+    if _waiting.get(call.handle) is call:
+        del _waiting[call.handle]
+        if future.cancelled():
+            _host_cancel(call.handle)
 
 
 def _deliver(handle, ok, text):
-    entry = _waiting.pop(handle, None)
-    if entry is not None:
-        _settle(entry[0], entry[1], ok, text)
+    call = _waiting.pop(handle, None)
+    if call is not None:
+        _settle(call.future, call.name, ok, text)
+
+
+def _cancel_calls_of(selector):
+    """An event loop closes: the host calls it started and nobody awaited are cancelled (a
+    later loop must not see their answers)."""
+    for handle, call in list(_waiting.items()):
+        if getattr(call.loop, "_selector", None) is selector:
+            del _waiting[handle]
+            _host_cancel(handle)
 
 
 def _wait_for_host(timeout):
@@ -211,7 +236,7 @@ def _make_wrapper(name, description):
 
 def _install(name, value):
     _user_globals[name] = value
-    _machinery_names.add(name)
+    _machinery[name] = value
 
 
 def _is_node(value):
@@ -315,6 +340,10 @@ def _adapt_selector_loops(module):
     loop_class.__init__ = init
 
 
+# Longer than any execute may run: a wait this long ends by the execute's timeout.
+_FOREVER_SECONDS = 24 * 3600.0
+
+
 class _HostSelector:
     """The selector of the sandbox's event loops: where asyncio would wait for file
     descriptors, it waits for pending host calls too (settling their futures), with the
@@ -341,9 +370,16 @@ class _HostSelector:
         return self._inner.get_map()
 
     def close(self):
+        _cancel_calls_of(self)
         self._inner.close()
 
     def select(self, timeout=None):
+        if not _waiting and timeout is None and not self._inner.get_map():
+            # Nothing can ever wake the loop (`await asyncio.Future()`, an event nobody sets):
+            # it waits on a long host timer, so the execute's own timeout ends it (WASI has
+            # nothing to poll, and an empty poll traps).
+            _wait_for_host(_FOREVER_SECONDS)
+            return []
         if not _waiting:
             return self._inner.select(timeout)
         ready = self._inner.select(0) if self._inner.get_map() else []
@@ -547,10 +583,15 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
 
 
 def _user_items():
+    """The user's globals: every name of `__main__` but those still holding what a fresh
+    `__main__` holds or what the runtime installed. A callback's or a dunder's name the user
+    bound to a value of their own is the user's, carried or named like any other."""
     for name, value in list(_user_globals.items()):
-        if name in _machinery_names or name in _initial_dunders:
+        if name in _machinery and _machinery[name] is value:
             continue
-        if name.startswith("__") and name.endswith("__"):
+        if name in _initial_main and _initial_main[name] is value:
+            continue
+        if name == "__builtins__":
             continue
         yield name, value
 
@@ -666,7 +707,7 @@ def _reset_main():
     for name in [name for name in current if name not in _original_builtins]:
         del current[name]
     current.update(_original_builtins)
-    _machinery_names.clear()
+    _machinery.clear()
     _callbacks_installed = False
     for filename in [filename for filename in linecache.cache if _is_user_file(filename)]:
         del linecache.cache[filename]

@@ -11,8 +11,10 @@ use wasmtime::{Config, Engine};
 /// The wasm stack a sandbox may use. CPython 3.14 guards its C recursion by the depth of the
 /// shadow stack in linear memory (about 1 MiB on WASI), but the frames live on wasmtime's
 /// native stack: 4 MiB of it ran out first (a trap) for `json.dumps` of a list nested
-/// 100 000 deep, 7 MiB gave CPython's own `RecursionError`. 16 MiB leaves a margin.
-pub const MAX_WASM_STACK: usize = 16 << 20;
+/// 100 000 deep, 7 MiB gave CPython's own `RecursionError`. The decoders use more of it per
+/// level (`json.loads` and `pickle.loads` of 100 000 nested lists exhausted 16 MiB before the
+/// guard tripped): 64 MiB. Only the pages a call touches are memory.
+pub const MAX_WASM_STACK: usize = 64 << 20;
 /// The stack of the fiber a guest call runs on: the wasm stack and room for the host's own
 /// frames (host functions run on it too); only the pages touched are memory.
 pub const GUEST_FIBER_STACK: usize = 2 * MAX_WASM_STACK;

@@ -1,7 +1,9 @@
 //! The callback journal: a sandbox records every callback call (name, arguments, result or
 //! error, duration), and a sandbox given a journal replays it: each call is answered from the
-//! journal, in the order the calls were started, without calling the host. A call that is not
-//! the journal's next one is refused with the first difference.
+//! journal, in the order the calls were started, without calling the host, and the answers
+//! reach the guest in the order they did when recorded (each entry's `finished`), so code
+//! that races callbacks (`asyncio.wait(..., FIRST_COMPLETED)`) takes the recorded path. A call
+//! that is not the journal's next one is refused with the first difference.
 //!
 //! A journal keeps arguments and results as the JSON text they travelled as (parsed, JSON
 //! takes tens of times its size), and at most [`MAX_JOURNAL_BYTES`] of it: a recording that
@@ -9,14 +11,16 @@
 //! replayed.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// The format number of journal files this host writes and reads.
-pub const JOURNAL_FORMAT: u32 = 1;
+/// The format number of journal files this host writes. It reads format 1 too (no order of
+/// answers: a replay of one answers each call as soon as it is made).
+pub const JOURNAL_FORMAT: u32 = 2;
 /// The most bytes of arguments and results one journal records.
 pub const MAX_JOURNAL_BYTES: usize = 16 << 20;
 
@@ -35,6 +39,10 @@ pub struct JournalEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: f64,
+    /// Where this call's answer came among all answers of the recording (from 0); absent for
+    /// a call that never answered, and in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<u64>,
 }
 
 /// The calls of a sandbox, in the order they were started.
@@ -48,11 +56,14 @@ pub struct Journal {
     /// The bytes of arguments and results recorded.
     #[serde(skip)]
     bytes: usize,
+    /// How many calls answered so far (the next `finished`).
+    #[serde(skip)]
+    answered: u64,
 }
 
 impl Default for Journal {
     fn default() -> Self {
-        Journal { format: JOURNAL_FORMAT, calls: Vec::new(), truncated: false, bytes: 0 }
+        Journal { format: JOURNAL_FORMAT, calls: Vec::new(), truncated: false, bytes: 0, answered: 0 }
     }
 }
 
@@ -63,6 +74,7 @@ impl PartialEq for JournalEntry {
             && self.result.as_ref().map(|result| result.get()) == other.result.as_ref().map(|result| result.get())
             && self.error == other.error
             && self.duration_ms == other.duration_ms
+            && self.finished == other.finished
     }
 }
 
@@ -77,8 +89,8 @@ impl Journal {
         let text = std::fs::read_to_string(path).with_context(|| format!("read the callback journal {}", path.display()))?;
         let journal: Journal = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a callback journal (JSON with `format` and `calls`)", path.display()))?;
-        if journal.format != JOURNAL_FORMAT {
-            bail!("{} is a journal of format {}; this host reads format {JOURNAL_FORMAT}", path.display(), journal.format);
+        if !(1..=JOURNAL_FORMAT).contains(&journal.format) {
+            bail!("{} is a journal of format {}; this host reads formats 1 to {JOURNAL_FORMAT}", path.display(), journal.format);
         }
         if journal.truncated {
             bail!(
@@ -114,6 +126,7 @@ impl Journal {
             result: None,
             error: None,
             duration_ms: 0.0,
+            finished: None,
         });
         Some(self.calls.len() - 1)
     }
@@ -130,6 +143,8 @@ impl Journal {
         }
         let Some(entry) = self.calls.get_mut(index) else { return };
         entry.duration_ms = duration_ms;
+        entry.finished = Some(self.answered);
+        self.answered += 1;
         match answer {
             Ok(text) => entry.result = Some(raw(text)),
             Err(text) => entry.error = Some(text.clone()),
@@ -156,17 +171,66 @@ pub(crate) struct Replay {
     next: usize,
     /// The first call that was not the journal's.
     pub(crate) divergence: Option<String>,
+    /// Whose answer may be delivered now (shared with the calls waiting for their turn).
+    turns: Arc<Turns>,
+}
+
+/// The order in which a replay delivers answers: the recorded one.
+#[derive(Default)]
+pub(crate) struct Turns {
+    next: Mutex<u64>,
+    changed: tokio::sync::Notify,
+}
+
+impl Turns {
+    /// Waits until the answers recorded before `position` were delivered.
+    pub(crate) async fn wait_for(&self, position: u64) {
+        loop {
+            let notified = self.changed.notified();
+            if *self.next.lock().expect("the turn lock") >= position {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The answer at `position` was delivered: the next may go.
+    pub(crate) fn done(&self, position: u64) {
+        let mut next = self.next.lock().expect("the turn lock");
+        *next = (*next).max(position + 1);
+        drop(next);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A replayed call's answer (`None`: it never answered) and, for a journal that recorded the
+/// order of answers, its turn.
+pub(crate) struct Recorded {
+    pub(crate) answer: Option<Result<String, String>>,
+    pub(crate) turn: Option<(u64, Arc<Turns>)>,
 }
 
 impl Replay {
     pub(crate) fn new(journal: Journal) -> Replay {
-        Replay { journal, next: 0, divergence: None }
+        Replay { journal, next: 0, divergence: None, turns: Arc::default() }
     }
 
     /// The answer of the next call: the recorded one when the call is the journal's next one
-    /// (`None` for a call that never answered), otherwise an error naming the first
-    /// difference (the first one is also kept for [`Replay::mismatch`]).
-    pub(crate) fn answer(&mut self, name: &str, arguments_json: &str) -> Option<Result<String, String>> {
+    /// (`None` for a call that never answered), with its turn, otherwise an error naming the
+    /// first difference (the first one is also kept for [`Replay::mismatch`]).
+    pub(crate) fn answer(&mut self, name: &str, arguments_json: &str) -> Recorded {
+        let refused = |text: String| Recorded { answer: Some(Err(text)), turn: None };
+        let recorded = self.recorded(name, arguments_json);
+        match recorded {
+            Ok(Some((answer, finished))) => {
+                Recorded { answer: Some(answer), turn: finished.map(|position| (position, self.turns.clone())) }
+            }
+            Ok(None) => Recorded { answer: None, turn: None },
+            Err(difference) => refused(difference),
+        }
+    }
+
+    fn recorded(&mut self, name: &str, arguments_json: &str) -> Result<Option<(Result<String, String>, Option<u64>)>, String> {
         let number = self.next + 1;
         self.next += 1;
         let found = parse(arguments_json);
@@ -183,15 +247,15 @@ impl Replay {
                 first_difference(&recorded, &found)
             ),
             Some((entry, _)) => {
-                return match (&entry.result, &entry.error) {
-                    (_, Some(error)) => Some(Err(error.clone())),
-                    (Some(result), None) => Some(Ok(result.get().to_owned())),
+                return Ok(match (&entry.result, &entry.error) {
+                    (_, Some(error)) => Some((Err(error.clone()), entry.finished)),
+                    (Some(result), None) => Some((Ok(result.get().to_owned()), entry.finished)),
                     (None, None) => None,
-                }
+                })
             }
         };
         self.divergence.get_or_insert_with(|| difference.clone());
-        Some(Err(difference))
+        Err(difference)
     }
 
     /// Why the replay did not match: the first call that differed, or the journal's calls
@@ -258,6 +322,7 @@ mod tests {
             result: result.map(|result| raw(&result.to_string())),
             error: None,
             duration_ms: 1.0,
+            finished: None,
         }
     }
 
@@ -273,18 +338,18 @@ mod tests {
         };
         let mut replay = Replay::new(journal.clone());
         // Argument order does not matter; values do.
-        assert_eq!(replay.answer("add", r#"{"b": 2, "a": 1}"#), Some(Ok("3".into())));
+        assert_eq!(replay.answer("add", r#"{"b": 2, "a": 1}"#).answer, Some(Ok("3".into())));
         let error = "call 2 (`add`) differs from the callback journal: argument `b` is 3, the journal has 2";
-        assert_eq!(replay.answer("add", r#"{"a": 2, "b": 3}"#), Some(Err(error.into())));
-        assert_eq!(replay.answer("sleep", r#"{"ms": 5}"#), None, "a call that never answered stays unanswered");
-        assert!(replay.answer("echo", "{}").unwrap().unwrap_err().contains("has 3 calls; this is call 4"));
+        assert_eq!(replay.answer("add", r#"{"a": 2, "b": 3}"#).answer, Some(Err(error.into())));
+        assert_eq!(replay.answer("sleep", r#"{"ms": 5}"#).answer, None, "a call that never answered stays unanswered");
+        assert!(replay.answer("echo", "{}").answer.unwrap().unwrap_err().contains("has 3 calls; this is call 4"));
         assert_eq!(replay.mismatch().as_deref(), Some(error), "the first difference is kept");
 
         let mut short = Replay::new(journal);
-        assert!(short.answer("echo", "{}").unwrap().unwrap_err().contains("it calls `echo`, the journal has `add`"));
+        assert!(short.answer("echo", "{}").answer.unwrap().unwrap_err().contains("it calls `echo`, the journal has `add`"));
         let mut unfinished = Replay::new(Journal { calls: vec![entry("add", json!({}), Some(json!(0)))], ..Journal::default() });
         assert!(unfinished.mismatch().unwrap().contains("1 more call(s) than were made, from call 1 (`add`)"));
-        assert_eq!(unfinished.answer("add", "{}"), Some(Ok("0".into())));
+        assert_eq!(unfinished.answer("add", "{}").answer, Some(Ok("0".into())));
         assert_eq!(unfinished.mismatch(), None);
     }
 
@@ -293,7 +358,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("journal.json");
         let journal = Journal {
-            calls: vec![JournalEntry { name: "fail".into(), arguments: raw("{}"), result: None, error: Some("boom".into()), duration_ms: 0.5 }],
+            calls: vec![JournalEntry { name: "fail".into(), arguments: raw("{}"), result: None, error: Some("boom".into()), duration_ms: 0.5, finished: Some(0) }],
             ..Journal::default()
         };
         journal.save(&path).unwrap();
@@ -315,7 +380,7 @@ mod tests {
         assert!(std::fs::read_to_string(&path).unwrap().contains(r#""result": null"#));
         let loaded = Journal::load(&path).unwrap();
         assert_eq!(loaded, journal);
-        assert_eq!(Replay::new(loaded).answer("nothing", "{}"), Some(Ok("null".into())));
+        assert_eq!(Replay::new(loaded).answer("nothing", "{}").answer, Some(Ok("null".into())));
     }
 
     /// A recording that would hold more than [`MAX_JOURNAL_BYTES`] stops there, says so, and
@@ -339,5 +404,41 @@ mod tests {
         journal.save(&path).unwrap();
         let error = Journal::load(&path).unwrap_err().to_string();
         assert!(error.contains("was cut at 16 MiB"), "{error}");
+    }
+
+    /// Answers reach the guest in the order they did when recorded: a call started first but
+    /// answered second waits for the other's answer.
+    #[test]
+    fn a_replay_delivers_answers_in_the_recorded_order() {
+        let mut journal = Journal::default();
+        let slow = journal.start("sleep", r#"{"ms": 300}"#).unwrap();
+        let fast = journal.start("sleep", r#"{"ms": 20}"#).unwrap();
+        journal.finish(fast, &Ok("20".into()), 20.0);
+        journal.finish(slow, &Ok("300".into()), 300.0);
+        assert_eq!((journal.calls[0].finished, journal.calls[1].finished), (Some(1), Some(0)));
+
+        let mut replay = Replay::new(journal);
+        let first = replay.answer("sleep", r#"{"ms": 300}"#);
+        let second = replay.answer("sleep", r#"{"ms": 20}"#);
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let tasks = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        tasks.block_on(async {
+            let deliver = |recorded: Recorded| {
+                let delivered = delivered.clone();
+                async move {
+                    let (position, turns) = recorded.turn.unwrap();
+                    turns.wait_for(position).await;
+                    delivered.lock().unwrap().push(recorded.answer.unwrap().unwrap());
+                    turns.done(position);
+                }
+            };
+            // The call started first is polled first, and still answers second.
+            let first = tokio::spawn(deliver(first));
+            tokio::task::yield_now().await;
+            let second = tokio::spawn(deliver(second));
+            first.await.unwrap();
+            second.await.unwrap();
+        });
+        assert_eq!(*delivered.lock().unwrap(), ["20", "300"]);
     }
 }

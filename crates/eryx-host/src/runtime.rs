@@ -15,8 +15,8 @@ use crate::{bindings, compile_cache, engine, tail, Callbacks, Limits, Sandbox, V
 
 /// How many sandboxes of one [`Runtime`] may be alive at once: the size of its instance
 /// pool. Each slot reserves address space (not memory) up front: about 4 GiB for the
-/// sandbox's one linear memory and 32 MiB for the fiber stack its calls run on, so a runtime
-/// reserves about 2 TiB of the 128 TiB a Linux process has.
+/// sandbox's one linear memory and 128 MiB for the fiber stack its calls run on, so a runtime
+/// reserves about 2.1 TiB of the 128 TiB a Linux process has.
 pub const MAX_LIVE_SANDBOXES: u32 = 500;
 
 /// Where a [`Runtime`]'s compiled component came from.
@@ -95,13 +95,51 @@ fn check_memory_limit(variant: &VariantEntry, limits: &Limits, form: Form) -> Re
     }
 }
 
-/// A compiled variant, ready to create sandboxes.
-pub struct Runtime {
+/// What a fresh instance of a variant is made from (shared by a runtime and its sandboxes,
+/// which make a fresh one to clear themselves).
+pub(crate) struct Blueprint {
     engine: Engine,
-    /// Drives the sandboxes' calls, their async callbacks and timers.
-    tasks: Arc<Tasks>,
     pre: bindings::SandboxPre<State>,
     variant: VariantEntry,
+    memory_bytes: usize,
+    fuel: Option<u64>,
+}
+
+/// A fresh instance: its store, its bindings and the tail of its own stderr.
+pub(crate) struct Fresh {
+    pub(crate) store: Store<State>,
+    pub(crate) instance: bindings::Sandbox,
+    pub(crate) guest_stderr: tail::TailPipe,
+}
+
+impl Blueprint {
+    /// A new instance from the pre-initialisation snapshot, seeing the variant's grant only.
+    pub(crate) async fn instantiate(&self, callbacks: Arc<Callbacks>) -> Result<Fresh> {
+        let mut wasi = WasiCtxBuilder::new();
+        grant_variant(&mut wasi, &self.variant)?;
+        // The guest's own stderr (not the user's, which `execute` captures) carries the
+        // reason of a guest panic; it is kept to explain traps.
+        let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
+        wasi.stderr(guest_stderr.clone());
+        // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
+        wasi.allow_blocking_current_thread(true);
+        let mut store = Store::new(&self.engine, State::new(wasi.build(), callbacks, self.memory_bytes));
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        if let Some(fuel) = self.fuel {
+            // Instantiation runs the libraries' constructors, which burn fuel too.
+            store.set_fuel(fuel)?;
+        }
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiate the component")?;
+        Ok(Fresh { store, instance, guest_stderr })
+    }
+}
+
+/// A compiled variant, ready to create sandboxes.
+pub struct Runtime {
+    blueprint: Arc<Blueprint>,
+    /// Drives the sandboxes' calls, their async callbacks and timers.
+    tasks: Arc<Tasks>,
     limits: Limits,
     /// Where the compiled component came from (for reports and tests).
     pub loaded: Loaded,
@@ -167,7 +205,8 @@ impl Runtime {
                 )
             })?;
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, tasks: Arc::new(Tasks::new()?), pre, variant, limits, loaded })
+        let blueprint = Arc::new(Blueprint { engine, pre, variant, memory_bytes: limits.memory_bytes, fuel: limits.fuel });
+        Ok(Runtime { blueprint, tasks: Arc::new(Tasks::new()?), limits, loaded })
     }
 
     /// A fresh sandbox with its own namespace. Not from inside an async runtime (it blocks):
@@ -179,34 +218,16 @@ impl Runtime {
     /// [`Runtime::sandbox`] for async code: a future for the caller's tokio runtime (which
     /// must have its timers enabled).
     pub async fn sandbox_async(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
-        let mut wasi = WasiCtxBuilder::new();
-        grant_variant(&mut wasi, &self.variant)?;
-        // The guest's own stderr (not the user's, which `execute` captures) carries the
-        // reason of a guest panic; it is kept to explain traps.
-        let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
-        wasi.stderr(guest_stderr.clone());
-        // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
-        wasi.allow_blocking_current_thread(true);
-        let mut store = Store::new(&self.engine, State::new(wasi.build(), callbacks, self.limits.memory_bytes));
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(u64::MAX / 2);
-        if let Some(fuel) = self.limits.fuel {
-            // Instantiation runs the libraries' constructors, which burn fuel too.
-            store.set_fuel(fuel)?;
-        }
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(anyhow::Error::from)
-            .context("instantiate the component")?;
+        let fresh = self.blueprint.instantiate(callbacks.clone()).await?;
         Ok(Sandbox {
-            store,
-            instance,
+            store: fresh.store,
+            instance: fresh.instance,
+            guest_stderr: fresh.guest_stderr,
+            blueprint: self.blueprint.clone(),
+            callbacks,
             tasks: self.tasks.clone(),
             limits: self.limits.clone(),
             poisoned: None,
-            guest_stderr,
             trace: false,
         })
     }

@@ -7,10 +7,10 @@ use anyhow::Result;
 use wasmtime::Store;
 
 use crate::limits::TICK;
-use crate::runtime::Tasks;
+use crate::runtime::{Blueprint, Tasks};
 use crate::state::{CallAccounting, State};
 use crate::trace::TraceBuffer;
-use crate::{bindings, journal, tail, ExecError, Journal, Limits, Output, StateSnapshot, TraceEvent};
+use crate::{bindings, journal, tail, Callbacks, ExecError, Journal, Limits, Output, StateSnapshot, TraceEvent};
 
 /// One guest instance with a persistent Python namespace.
 pub struct Sandbox {
@@ -23,6 +23,9 @@ pub struct Sandbox {
     pub(crate) trace: bool,
     /// The runtime's task runtime, which drives this sandbox's calls.
     pub(crate) tasks: Arc<Tasks>,
+    /// What a fresh instance is made from, and the callbacks it gets: [`Sandbox::clear`].
+    pub(crate) blueprint: Arc<Blueprint>,
+    pub(crate) callbacks: Arc<Callbacks>,
 }
 
 impl Sandbox {
@@ -161,13 +164,30 @@ impl Sandbox {
         }
     }
 
-    /// Removes every user global and brings back the builtins and the callbacks.
+    /// Makes the sandbox exactly as fresh as a new one, whatever its code did before (to its
+    /// globals, the builtins, imported modules or the runtime's own machinery, even after a
+    /// trap): its instance is replaced by a new one from the runtime's snapshot. Its limits,
+    /// tracing and callback journal stay. (The world's `clear-state` export only resets the
+    /// namespace; this host does not need it.)
     pub fn clear(&mut self) -> Result<(), ExecError> {
-        self.arm()?;
-        match self.block_on(async |store, instance| instance.call_clear_state(store).await) {
-            Ok(result) => result.map_err(ExecError::python),
-            Err(error) => Err(self.classify(error)),
-        }
+        let tasks = self.tasks.clone();
+        tasks.block_on(self.clear_async())
+    }
+
+    /// [`Sandbox::clear`] for async code.
+    pub async fn clear_async(&mut self) -> Result<(), ExecError> {
+        let fresh = self
+            .blueprint
+            .instantiate(self.callbacks.clone())
+            .await
+            .map_err(|error| ExecError::Trap(format!("a fresh instance could not be made: {error:#}")))?;
+        let journal = std::mem::take(&mut self.store.data_mut().journal);
+        self.store = fresh.store;
+        self.instance = fresh.instance;
+        self.guest_stderr = fresh.guest_stderr;
+        self.store.data_mut().journal = journal;
+        self.poisoned = None;
+        Ok(())
     }
 
     /// Records the callback calls of the following executes, from now on (an empty journal).

@@ -121,8 +121,8 @@ enum Answer {
     Refused(String),
     /// The host's callbacks, within the callback timeout.
     Host(Arc<Callbacks>, Duration),
-    /// The journal being replayed (`None`: the recorded call never answered).
-    Recorded(Option<Result<String, String>>),
+    /// The journal being replayed (its answer `None`: the recorded call never answered).
+    Recorded(journal::Recorded),
 }
 
 /// A linker with WASI and the world's imports, for sandbox components.
@@ -160,9 +160,23 @@ impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
                 Ok(answer) => answer,
                 Err(_) => Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis())),
             },
-            Answer::Recorded(Some(answer)) => answer,
-            // Cancelled in the recording before it answered: it does not answer now either.
-            Answer::Recorded(None) => std::future::pending().await,
+            Answer::Recorded(recorded) => {
+                // The answers recorded before this one reach the guest first.
+                if let Some((position, turns)) = &recorded.turn {
+                    turns.wait_for(*position).await;
+                }
+                match recorded.answer {
+                    Some(answer) => {
+                        accessor.with(|mut access| access.get().end_callback(index, &name, &answer, started.elapsed()));
+                        if let Some((position, turns)) = &recorded.turn {
+                            turns.done(*position);
+                        }
+                        return answer;
+                    }
+                    // Cancelled in the recording before it answered: it does not answer now either.
+                    None => std::future::pending().await,
+                }
+            }
         };
         accessor.with(|mut access| access.get().end_callback(index, &name, &answer, started.elapsed()));
         answer

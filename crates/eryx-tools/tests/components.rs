@@ -218,6 +218,35 @@ print(total, slept, echoed, failed)
     }
 }
 
+/// Code that races callbacks takes the recorded path on replay: the answers come in the
+/// order they came when recorded (the call started first answered second), not all at once.
+#[test]
+fn a_replayed_race_takes_the_recorded_path() {
+    let Some(manifest) = manifest() else { return };
+    let race = r#"
+import asyncio
+slow = asyncio.ensure_future(sleep(ms=400))
+fast = asyncio.ensure_future(sleep(ms=20))
+done, pending = await asyncio.wait([slow, fast], return_when=asyncio.FIRST_COMPLETED)
+print('first:', sorted(task.result() for task in done))
+print('then:', await asyncio.gather(*pending))
+"#;
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut recording = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        recording.record_callbacks();
+        let recorded = print_of(&mut recording, race);
+        assert_eq!(recorded, "first: [20]\nthen: [400]\n", "{}", variant.name);
+        let journal = recording.recorded_callbacks().unwrap().clone();
+        assert_eq!((journal.calls[0].finished, journal.calls[1].finished), (Some(1), Some(0)), "{}", variant.name);
+
+        let mut replaying = runtime.sandbox(Arc::new(callbacks_that_must_not_be_called())).unwrap();
+        replaying.replay_callbacks(journal);
+        assert_eq!(print_of(&mut replaying, race), recorded, "{}: the replay takes the recorded path", variant.name);
+        assert_eq!(replaying.replay_mismatch(), None, "{}", variant.name);
+    }
+}
+
 /// `eryx-tools run --record FILE` writes the journal of the run; `--replay FILE` gives the same
 /// output from it; a run that calls differently fails, saying how.
 #[test]
