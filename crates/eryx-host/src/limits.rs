@@ -19,7 +19,8 @@ pub struct Limits {
     /// Fuel per `execute` (instructions, roughly), when set.
     pub fuel: Option<u64>,
     /// The most UTF-8 bytes of stdout, and of stderr, one `execute` keeps (enforced in the
-    /// guest: the rest is cut with a marker and the output says it was truncated).
+    /// guest, and again by the host on what the guest answers: the rest is cut with a mark
+    /// and the output says it was truncated).
     pub max_output_bytes: u64,
     /// The most callback invocations one `execute` may make.
     pub max_callbacks: u32,

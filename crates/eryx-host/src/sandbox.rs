@@ -12,6 +12,46 @@ use crate::state::{CallAccounting, State};
 use crate::trace::TraceBuffer;
 use crate::{bindings, journal, tail, Callbacks, ExecError, Journal, Limits, Output, StateSnapshot, TraceEvent};
 
+/// The start of the mark that says an output was cut (the guest's and the host's alike).
+const CUT_MARK: &str = "\n[eryx: output truncated: ";
+
+/// An execute's output as the host keeps it: each stream at most `max_bytes` UTF-8 bytes
+/// (and the mark saying how much more was printed), whatever the guest answered. The guest
+/// cuts first; its limit lives in objects user code can reach, so the host cuts again here,
+/// where user code cannot.
+fn bounded(stdout: String, stderr: String, truncated: bool, max_bytes: u64) -> Output {
+    let (stdout, cut_out) = bound_stream(stdout, max_bytes);
+    let (stderr, cut_err) = bound_stream(stderr, max_bytes);
+    Output { stdout, stderr, truncated: truncated || cut_out || cut_err }
+}
+
+/// One stream: its text (without the guest's own mark, which is kept when it is exactly
+/// one) cut at a character boundary at `max_bytes`; whether the host cut it.
+fn bound_stream(text: String, max_bytes: u64) -> (String, bool) {
+    let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    // The guest's own mark: exactly `CUT_MARK`, a count, " more characters were printed]\n".
+    let (body, guest_dropped) = match text.rfind(CUT_MARK) {
+        Some(at) => {
+            let tail = &text[at + CUT_MARK.len()..];
+            let count = tail.strip_suffix(" more characters were printed]\n").and_then(|count| count.parse::<u64>().ok());
+            match count {
+                Some(count) => (&text[..at], count),
+                None => (text.as_str(), 0),
+            }
+        }
+        None => (text.as_str(), 0),
+    };
+    if body.len() <= max {
+        return (text, false);
+    }
+    let mut cut = max;
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = body[cut..].chars().count() as u64 + guest_dropped;
+    (format!("{}{CUT_MARK}{dropped} more characters were printed]\n", &body[..cut]), true)
+}
+
 /// One guest instance with a persistent Python namespace.
 pub struct Sandbox {
     pub(crate) store: Store<State>,
@@ -131,11 +171,12 @@ impl Sandbox {
                 store.run_concurrent(async move |accessor| instance.call_execute(accessor, code, options).await).await?
             })
             .await;
+        let max = self.limits.max_output_bytes;
         match outcome {
-            Ok(Ok(output)) => Ok(Output { stdout: output.stdout, stderr: output.stderr, truncated: output.truncated }),
+            Ok(Ok(output)) => Ok(bounded(output.stdout, output.stderr, output.truncated, max)),
             Ok(Err(error)) => Err(ExecError::Python {
                 traceback: error.traceback,
-                output: Output { stdout: error.stdout, stderr: error.stderr, truncated: error.truncated },
+                output: bounded(error.stdout, error.stderr, error.truncated, max),
             }),
             Err(error) => Err(self.classify(error)),
         }
@@ -269,5 +310,26 @@ mod tests {
         assert_eq!(error.lines().count(), 1, "{error}");
         assert!(error.contains("the memory limit of 8.0 MiB is below the 20.0 MiB of linear memory"), "{error}");
         assert!(error.contains("allow at least 20 MiB"), "{error}");
+    }
+
+    #[test]
+    fn the_host_cuts_output_the_guest_did_not() {
+        // Within the limit, or cut by the guest with its own mark: kept as it is.
+        assert_eq!(bound_stream("short\n".into(), 16), ("short\n".into(), false));
+        let guest_cut = format!("{}{CUT_MARK}7 more characters were printed]\n", "x".repeat(16));
+        assert_eq!(bound_stream(guest_cut.clone(), 16), (guest_cut, false));
+        // Past the limit (the guest's was lifted): cut at the limit, counting what was dropped.
+        let (text, cut) = bound_stream("x".repeat(1000), 16);
+        assert!(cut);
+        assert_eq!(text, format!("{}{CUT_MARK}984 more characters were printed]\n", "x".repeat(16)));
+        // At a character boundary, never inside a character's bytes.
+        let (text, _) = bound_stream("é".repeat(20), 15);
+        assert_eq!(text, format!("{}{CUT_MARK}13 more characters were printed]\n", "é".repeat(7)));
+        // A mark user code printed itself, with more text inside it, is no mark.
+        let forged = format!("{}{CUT_MARK}1 {} more characters were printed]\n", "x".repeat(4), "y".repeat(100));
+        let (text, cut) = bound_stream(forged, 16);
+        assert!(cut && text.len() < 16 + 64, "{text}");
+        let output = bounded("x".repeat(100), "ok".into(), false, 16);
+        assert!(output.truncated && output.stderr == "ok");
     }
 }
