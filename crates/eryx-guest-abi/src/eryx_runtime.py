@@ -471,9 +471,13 @@ class _BoundedText(io.TextIOBase):
         self._parts = []
         self._room = limit
         self.dropped = 0
+        self.buffer = _BytesInto(self)
 
     def writable(self):
         return True
+
+    def isatty(self):
+        return False
 
     def write(self, text):
         if not isinstance(text, str):
@@ -502,6 +506,23 @@ class _BoundedText(io.TextIOBase):
         if self.dropped:
             text += f"\n[eryx: output truncated: {self.dropped} more characters were printed]\n"
         return text
+
+
+class _BytesInto(io.RawIOBase):
+    """`sys.stdout.buffer`: bytes written to it join the text capture in order (decoded as
+    UTF-8; bytes that are not UTF-8 are kept as escapes, like any lone surrogate)."""
+
+    def __init__(self, text):
+        super().__init__()
+        self._text = text
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        data = bytes(data)
+        self._text.write(data.decode("utf-8", "surrogateescape"))
+        return len(data)
 
 
 def _utf8(text):
@@ -541,8 +562,9 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
         _install_callbacks()
         _callbacks_installed = True
     stdout, stderr = _BoundedText(max_output_bytes), _BoundedText(max_output_bytes)
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = stdout, stderr
+    saved = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
+    # `sys.__stdout__` too: code that prints to the "real" stdout reaches the capture.
+    sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = stdout, stderr, stdout, stderr
     error = None
     try:
         _execute_count += 1
@@ -575,7 +597,7 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
             sys.stderr.flush()
         except Exception:
             pass
-        sys.stdout, sys.stderr = saved
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = saved
         # Host calls still pending are cancelled when the export ends.
         _waiting.clear()
     truncated = bool(stdout.dropped or stderr.dropped)
