@@ -177,7 +177,10 @@ def _wait_for_host(timeout):
     if timeout is None or timeout > 0:
         timer = 0
         if timeout is not None:
-            timer, _, _ = _host_timer(max(1, int(timeout * 1e9)))
+            timer, started, text = _host_timer(max(1, int(timeout * 1e9)))
+            if not timer and not started:
+                # No timer here (a synchronous export cannot wait): waiting would spin.
+                raise RuntimeError(f"an event loop cannot wait here: {text}")
         finished = _host_wait(True) if timer or timeout is None else None
         if finished is not None and finished[0] != timer:
             _deliver(*finished)

@@ -96,12 +96,40 @@ impl Callbacks {
     /// text). It must be polled inside a tokio runtime; dropping it abandons the call (an
     /// asynchronous callback is cancelled, a synchronous one finishes on its thread unheard).
     pub fn invoke(&self, name: &str, arguments_json: &str) -> impl Future<Output = Result<String, String>> + Send + 'static {
+        self.invoke_holding(name, arguments_json, (), None)
+    }
+
+    /// [`Callbacks::invoke`] that keeps `hold` (what the call accounts for: its arguments'
+    /// reservation) until the handler itself is done, even when the call is abandoned first
+    /// (a synchronous handler runs on to its end); a synchronous handler runs only with a
+    /// permit of `sync_slots` (a sandbox's share of the blocking threads), held as long.
+    pub fn invoke_holding(
+        &self,
+        name: &str,
+        arguments_json: &str,
+        hold: impl Send + 'static,
+        sync_slots: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> impl Future<Output = Result<String, String>> + Send + 'static {
         let name = name.to_owned();
         let call = self.prepare(&name, arguments_json);
         async move {
             let task = match call? {
-                (Handler::Sync(handler), arguments) => tokio::task::spawn_blocking(move || handler(arguments)),
-                (Handler::Async(handler), arguments) => tokio::spawn(handler(arguments)),
+                (Handler::Sync(handler), arguments) => {
+                    let permit = match sync_slots {
+                        Some(slots) => Some(slots.acquire_owned().await.map_err(|_| format!("callback `{name}`: the sandbox is gone"))?),
+                        None => None,
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        let result = handler(arguments);
+                        drop((hold, permit));
+                        result
+                    })
+                }
+                (Handler::Async(handler), arguments) => tokio::spawn(async move {
+                    let result = handler(arguments).await;
+                    drop(hold);
+                    result
+                }),
             };
             match Abandon(task).await {
                 Ok(result) => result.map(|value| value.to_string()),

@@ -37,6 +37,9 @@ pub fn sandbox_config(fuel: bool) -> Config {
     // Every guest call runs on a fiber (the exports are called async); its stack holds the
     // wasm stack, with room for host frames.
     config.async_stack_size(GUEST_FIBER_STACK);
+    // A deep call touches tens of MiB of its fiber stack: zeroed (and given back to the
+    // system, past what the pool keeps resident) when the call ends, so no slot keeps it.
+    config.async_stack_zeroing(true);
     config.max_wasm_stack(MAX_WASM_STACK);
     config
 }

@@ -21,8 +21,11 @@ use serde_json::Value;
 /// The format number of journal files this host writes. It reads format 1 too (no order of
 /// answers: a replay of one answers each call as soon as it is made).
 pub const JOURNAL_FORMAT: u32 = 2;
-/// The most bytes of arguments and results one journal records.
+/// The most bytes of arguments and results one journal records (as stored, with what each
+/// entry costs besides).
 pub const MAX_JOURNAL_BYTES: usize = 16 << 20;
+/// What one entry costs besides its text (its structure, as kept and as written).
+const ENTRY_OVERHEAD: usize = 256;
 
 /// One callback call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +89,12 @@ impl PartialEq for Journal {
 
 impl Journal {
     pub fn load(path: &Path) -> Result<Journal> {
+        // A journal this host writes holds at most MAX_JOURNAL_BYTES of JSON text and some
+        // structure around it; a larger file is refused before it is read.
+        let size = std::fs::metadata(path).with_context(|| format!("read the callback journal {}", path.display()))?.len();
+        if size > 2 * MAX_JOURNAL_BYTES as u64 {
+            bail!("{} holds {size} bytes, more than a callback journal can ({} MiB); refusing it", path.display(), 2 * MAX_JOURNAL_BYTES >> 20);
+        }
         let text = std::fs::read_to_string(path).with_context(|| format!("read the callback journal {}", path.display()))?;
         let journal: Journal = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a callback journal (JSON with `format` and `calls`)", path.display()))?;
@@ -117,12 +126,15 @@ impl Journal {
     /// the journal is full). Until then it has neither result nor error (a call cancelled
     /// before it answered stays so).
     pub(crate) fn start(&mut self, name: &str, arguments_json: &str) -> Option<usize> {
-        if !self.room(name.len() + arguments_json.len()) {
+        // What is kept, as stored (text that is not JSON is stored escaped), and an entry's
+        // own structure.
+        let arguments = raw(arguments_json);
+        if !self.room(ENTRY_OVERHEAD + name.len() + arguments.get().len()) {
             return None;
         }
         self.calls.push(JournalEntry {
             name: name.to_owned(),
-            arguments: raw(arguments_json),
+            arguments,
             result: None,
             error: None,
             duration_ms: 0.0,
@@ -134,8 +146,11 @@ impl Journal {
     /// Records the answer of the call `index` (a result that no longer fits cuts the journal
     /// before this call).
     pub(crate) fn finish(&mut self, index: usize, answer: &Result<String, String>, duration_ms: f64) {
-        let size = match answer {
-            Ok(text) | Err(text) => text.len(),
+        let result = answer.as_ref().ok().map(|text| raw(text));
+        let size = match (answer, &result) {
+            (_, Some(result)) => result.get().len(),
+            (Err(text), None) => text.len(),
+            (Ok(_), None) => 0,
         };
         if !self.room(size) {
             self.calls.truncate(index);
@@ -145,9 +160,10 @@ impl Journal {
         entry.duration_ms = duration_ms;
         entry.finished = Some(self.answered);
         self.answered += 1;
-        match answer {
-            Ok(text) => entry.result = Some(raw(text)),
-            Err(text) => entry.error = Some(text.clone()),
+        match (answer, result) {
+            (_, Some(result)) => entry.result = Some(result),
+            (Err(text), _) => entry.error = Some(text.clone()),
+            (Ok(_), None) => {}
         }
     }
 

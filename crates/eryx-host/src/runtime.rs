@@ -67,8 +67,10 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
         .max_tables_per_component(2)
         .table_elements(100_000)
         .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10))
-        // A sandbox runs one guest call at a time, each on one fiber stack.
-        .total_stacks(MAX_LIVE_SANDBOXES);
+        // A sandbox runs one guest call at a time, each on one fiber stack; what a call
+        // touched past the first 2 MiB is given back when it ends.
+        .total_stacks(MAX_LIVE_SANDBOXES)
+        .async_stack_keep_resident(2 << 20);
     pool
 }
 

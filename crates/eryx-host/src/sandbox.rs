@@ -30,13 +30,15 @@ fn bounded(stdout: String, stderr: String, truncated: bool, max_bytes: u64) -> O
 fn bound_stream(text: String, max_bytes: u64) -> (String, bool) {
     let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
     // The guest's own mark: exactly `CUT_MARK`, a count, " more characters were printed]\n".
+    // (exactly as the guest writes it: a count without leading zeros or a sign).
+    let mark = |count: u64| format!("{CUT_MARK}{count} more characters were printed]\n");
     let (body, guest_dropped) = match text.rfind(CUT_MARK) {
         Some(at) => {
             let tail = &text[at + CUT_MARK.len()..];
             let count = tail.strip_suffix(" more characters were printed]\n").and_then(|count| count.parse::<u64>().ok());
             match count {
-                Some(count) => (&text[..at], count),
-                None => (text.as_str(), 0),
+                Some(count) if text[at..] == mark(count) => (&text[..at], count),
+                _ => (text.as_str(), 0),
             }
         }
         None => (text.as_str(), 0),
@@ -48,8 +50,27 @@ fn bound_stream(text: String, max_bytes: u64) -> (String, bool) {
     while !body.is_char_boundary(cut) {
         cut -= 1;
     }
-    let dropped = body[cut..].chars().count() as u64 + guest_dropped;
-    (format!("{}{CUT_MARK}{dropped} more characters were printed]\n", &body[..cut]), true)
+    let dropped = (body[cut..].chars().count() as u64).saturating_add(guest_dropped);
+    (format!("{}{}", &body[..cut], mark(dropped)), true)
+}
+
+/// A traceback as the host keeps it: at most `max_bytes` (but never less than 64 KiB, so a
+/// small output limit still leaves the error readable), its head and its tail (where the
+/// exception is) around a line saying what was left out.
+fn bound_traceback(text: String, max_bytes: u64) -> String {
+    let max = usize::try_from(max_bytes).unwrap_or(usize::MAX).max(64 << 10);
+    if text.len() <= max {
+        return text;
+    }
+    let mut head = max / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - max / 2;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}\n[eryx: traceback cut: {} bytes left out]\n{}", &text[..head], tail - head, &text[tail..])
 }
 
 /// One guest instance with a persistent Python namespace.
@@ -175,7 +196,7 @@ impl Sandbox {
         match outcome {
             Ok(Ok(output)) => Ok(bounded(output.stdout, output.stderr, output.truncated, max)),
             Ok(Err(error)) => Err(ExecError::Python {
-                traceback: error.traceback,
+                traceback: bound_traceback(error.traceback, max),
                 output: bounded(error.stdout, error.stderr, error.truncated, max),
             }),
             Err(error) => Err(self.classify(error)),
@@ -329,6 +350,15 @@ mod tests {
         let forged = format!("{}{CUT_MARK}1 {} more characters were printed]\n", "x".repeat(4), "y".repeat(100));
         let (text, cut) = bound_stream(forged, 16);
         assert!(cut && text.len() < 16 + 64, "{text}");
+        // Nor is one with leading zeros, or a count that would overflow the sum.
+        let zeros = format!("{CUT_MARK}{}7 more characters were printed]\n", "0".repeat(1000));
+        assert!(bound_stream(zeros, 16).0.len() < 16 + 64);
+        let huge = format!("{}{CUT_MARK}{} more characters were printed]\n", "x".repeat(40), u64::MAX);
+        assert!(bound_stream(huge, 16).0.contains(&u64::MAX.to_string()));
+        // A traceback keeps its head and its tail.
+        let long = format!("Traceback (most recent call last):\n{}\nValueError: end", "x".repeat(1 << 20));
+        let cut = bound_traceback(long, 16);
+        assert!(cut.len() < (64 << 10) + 100 && cut.starts_with("Traceback") && cut.ends_with("ValueError: end"));
         let output = bounded("x".repeat(100), "ok".into(), false, 16);
         assert!(output.truncated && output.stderr == "ok");
     }

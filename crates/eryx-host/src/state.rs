@@ -29,9 +29,19 @@ pub struct State {
     /// Whether callback calls are recorded or replayed.
     pub(crate) journal: journal::Mode,
     /// The bytes of arguments of the callback calls pending now (shared with their
-    /// reservations, which give them back when a call ends or is cancelled).
+    /// reservations, which give them back when the handler is done, even one that runs on
+    /// after its call was abandoned).
     pending_bytes: Arc<AtomicUsize>,
+    /// This sandbox's share of the host's blocking threads for synchronous callbacks.
+    sync_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many synchronous callbacks of one sandbox run at once (others wait their turn): a
+/// sandbox whose calls hang cannot take the blocking threads other sandboxes need.
+pub const SYNC_CALLBACKS_PER_SANDBOX: usize = 16;
+/// What a callback call reserves at least, whatever its arguments' size (so many tiny calls
+/// left running count too).
+const MIN_RESERVATION: usize = 1024;
 
 /// The argument bytes one pending callback call holds; given back when it is dropped (the
 /// call answered, or was cancelled with its future).
@@ -59,6 +69,7 @@ impl State {
             calls: CallAccounting::default(),
             journal: journal::Mode::Off,
             pending_bytes: Arc::new(AtomicUsize::new(0)),
+            sync_slots: Arc::new(tokio::sync::Semaphore::new(SYNC_CALLBACKS_PER_SANDBOX)),
         }
     }
 
@@ -77,15 +88,16 @@ impl State {
             )));
         }
         let pending = self.pending_bytes.load(Ordering::SeqCst);
-        if pending + size > calls.max_pending_bytes {
+        let reserved = size.max(MIN_RESERVATION);
+        if pending + reserved > calls.max_pending_bytes {
             return (None, None, Answer::Refused(format!(
                 "the limit of {} bytes of arguments for the callback calls pending at once was reached \
                  ({pending} bytes pending, `{name}` brings {size}); await some of them first",
                 calls.max_pending_bytes
             )));
         }
-        self.pending_bytes.fetch_add(size, Ordering::SeqCst);
-        let reservation = Reservation { pending: self.pending_bytes.clone(), bytes: size };
+        self.pending_bytes.fetch_add(reserved, Ordering::SeqCst);
+        let reservation = Reservation { pending: self.pending_bytes.clone(), bytes: reserved };
         calls.made += 1;
         if calls.tracing {
             self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
@@ -95,7 +107,7 @@ impl State {
             journal::Mode::Record(journal) => journal.start(name, arguments_json),
             journal::Mode::Off => None,
         };
-        (index, Some(reservation), Answer::Host(self.callbacks.clone(), self.calls.timeout))
+        (index, Some(reservation), Answer::Host(self.callbacks.clone(), self.calls.timeout, self.sync_slots.clone()))
     }
 
     /// Accounts for a callback call that answered (the journal entry `index` when recording).
@@ -119,8 +131,9 @@ impl State {
 enum Answer {
     /// Refused before it started (the callback limit).
     Refused(String),
-    /// The host's callbacks, within the callback timeout.
-    Host(Arc<Callbacks>, Duration),
+    /// The host's callbacks, within the callback timeout, with the sandbox's slots for
+    /// synchronous ones.
+    Host(Arc<Callbacks>, Duration, Arc<tokio::sync::Semaphore>),
     /// The journal being replayed (its answer `None`: the recorded call never answered).
     Recorded(journal::Recorded),
 }
@@ -152,11 +165,12 @@ impl WasiView for State {
 
 impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
     async fn invoke(accessor: &Accessor<T, Self>, name: String, arguments_json: String) -> Result<String, String> {
-        let (index, _reservation, source) = accessor.with(|mut access| access.get().begin_callback(&name, &arguments_json));
+        let (index, reservation, source) = accessor.with(|mut access| access.get().begin_callback(&name, &arguments_json));
         let started = std::time::Instant::now();
         let answer = match source {
             Answer::Refused(text) => return Err(text),
-            Answer::Host(callbacks, timeout) => match tokio::time::timeout(timeout, callbacks.invoke(&name, &arguments_json)).await {
+            // The reservation goes with the handler: it is given back when the handler is done.
+            Answer::Host(callbacks, timeout, slots) => match tokio::time::timeout(timeout, callbacks.invoke_holding(&name, &arguments_json, reservation, Some(slots))).await {
                 Ok(answer) => answer,
                 Err(_) => Err(format!("callback `{name}` did not answer within the callback timeout of {} ms", timeout.as_millis())),
             },
