@@ -183,12 +183,16 @@ impl Drop for AsyncExport {
         for handle in handles {
             cancel(handle);
         }
-        let set = CALLS.with(|calls| {
+        let (parked, set) = CALLS.with(|calls| {
             let mut calls = calls.borrow_mut();
-            calls.finished.clear();
+            let parked: Vec<u32> = calls.finished.drain(..).map(|(handle, _)| handle).collect();
             calls.in_async_export = false;
-            calls.set.take()
+            (parked, calls.set.take())
         });
+        for handle in parked {
+            // SAFETY: returned subtasks of this instance whose answers were never handed out.
+            unsafe { intrinsics::subtask_drop(handle) };
+        }
         if let Some(set) = set {
             // SAFETY: a set of this instance with no member left (every call was cancelled
             // or has returned, and was dropped).
@@ -250,8 +254,18 @@ pub fn start_timer(nanoseconds: u64) -> Started {
 
 /// The next call to finish: one that finished earlier, or (with `block`) the next one to
 /// return, or (without) one that has returned by now. `None` when no call is pending (or,
-/// without `block`, none has returned yet).
+/// without `block`, none has returned yet). Its subtask is dropped as it is handed out, not
+/// before: until then its handle cannot be given to another call.
 pub fn wait_next(block: bool) -> Option<(u32, Answer)> {
+    let (handle, answer) = next_returned(block)?;
+    // SAFETY: a subtask of this instance that has returned, handed out once.
+    unsafe { intrinsics::subtask_drop(handle) };
+    Some((handle, answer))
+}
+
+/// [`wait_next`] without dropping the subtask (the caller drops it when it hands the answer
+/// out).
+fn next_returned(block: bool) -> Option<(u32, Answer)> {
     loop {
         let set = CALLS.with(|calls| {
             let mut calls = calls.borrow_mut();
@@ -284,8 +298,6 @@ pub fn wait_next(block: bool) -> Option<(u32, Answer)> {
                     STATUS_RETURNED => {
                         let call = CALLS.with(|calls| calls.borrow_mut().pending.remove(&handle));
                         let call = call.unwrap_or_else(|| panic!("subtask {handle} returned but was not pending"));
-                        // SAFETY: a subtask of this instance that has returned.
-                        unsafe { intrinsics::subtask_drop(handle) };
                         return Some((handle, call.answer()));
                     }
                     // Progress short of returning: keep waiting.
@@ -299,12 +311,17 @@ pub fn wait_next(block: bool) -> Option<(u32, Answer)> {
 }
 
 /// Waits for the call `handle` to return; calls that return meanwhile stay for
-/// [`wait_next`], in order.
+/// [`wait_next`], in order (their subtasks stay too, so their handles are not reused before
+/// their answers are handed out).
 pub fn wait_for(handle: u32) -> Answer {
     let mut others = Vec::new();
     let answer = loop {
-        match wait_next(true) {
-            Some((done, answer)) if done == handle => break answer,
+        match next_returned(true) {
+            Some((done, answer)) if done == handle => {
+                // SAFETY: this call's subtask, returned, handed out now.
+                unsafe { intrinsics::subtask_drop(done) };
+                break answer;
+            }
             Some(other) => others.push(other),
             None => panic!("call {handle} is not pending"),
         }
@@ -320,11 +337,18 @@ pub fn wait_for(handle: u32) -> Answer {
 
 /// Cancels the call `handle` (its result, if it has one already, is dropped).
 pub fn cancel(handle: u32) {
-    let call = CALLS.with(|calls| {
+    let (call, parked) = CALLS.with(|calls| {
         let mut calls = calls.borrow_mut();
+        let before = calls.finished.len();
         calls.finished.retain(|(done, _)| *done != handle);
-        calls.pending.remove(&handle)
+        (calls.pending.remove(&handle), calls.finished.len() != before)
     });
+    if parked {
+        // It had returned and its answer was waiting to be handed out: its subtask goes now.
+        // SAFETY: a returned subtask of this instance, not handed out.
+        unsafe { intrinsics::subtask_drop(handle) };
+        return;
+    }
     let Some(call) = call else { return };
     // SAFETY: a pending subtask of this instance: it leaves the set (a subtask in a set
     // cannot be cancelled synchronously), is cancelled and waited for, and then dropped.
