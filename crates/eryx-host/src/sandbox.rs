@@ -46,12 +46,45 @@ fn bound_stream(text: String, max_bytes: u64) -> (String, bool) {
     if body.len() <= max {
         return (text, false);
     }
-    let mut cut = max;
-    while !body.is_char_boundary(cut) {
-        cut -= 1;
+    // Walk the text in the guest's units: a character costs its UTF-8 bytes, and an escaped
+    // lone surrogate (`\udcff`, how the guest writes one) the 3 bytes it stands for.
+    let bytes = body.as_bytes();
+    let (mut at, mut spent) = (0, 0);
+    let unit = |at: usize| -> (usize, usize) {
+        if surrogate_escape(&bytes[at..]) {
+            (6, 3)
+        } else {
+            let width = body[at..].chars().next().map_or(1, char::len_utf8);
+            (width, width)
+        }
+    };
+    while at < bytes.len() {
+        let (width, cost) = unit(at);
+        if spent + cost > max {
+            break;
+        }
+        at += width;
+        spent += cost;
     }
-    let dropped = (body[cut..].chars().count() as u64).saturating_add(guest_dropped);
-    (format!("{}{}", &body[..cut], mark(dropped)), true)
+    if at == bytes.len() {
+        return (text, false);
+    }
+    let mut dropped: u64 = 0;
+    let mut rest = at;
+    while rest < bytes.len() {
+        rest += unit(rest).0;
+        dropped += 1;
+    }
+    (format!("{}{}", &body[..at], mark(dropped.saturating_add(guest_dropped))), true)
+}
+
+/// Whether `rest` starts with the guest's escape of a lone surrogate (`\ud800`–`\udfff`).
+fn surrogate_escape(rest: &[u8]) -> bool {
+    rest.len() >= 6
+        && rest.starts_with(b"\\ud")
+        && matches!(rest[3], b'8'..=b'9' | b'a'..=b'f')
+        && rest[4].is_ascii_hexdigit()
+        && rest[5].is_ascii_hexdigit()
 }
 
 /// A traceback as the host keeps it: at most `max_bytes` (but never less than 64 KiB, so a
@@ -350,6 +383,11 @@ mod tests {
         let forged = format!("{}{CUT_MARK}1 {} more characters were printed]\n", "x".repeat(4), "y".repeat(100));
         let (text, cut) = bound_stream(forged, 16);
         assert!(cut && text.len() < 16 + 64, "{text}");
+        // An escaped lone surrogate counts as the 3 bytes it stands for, and is never split.
+        assert_eq!(bound_stream("ab\\udcff".into(), 5), ("ab\\udcff".into(), false));
+        let (text, cut) = bound_stream("ab\\udcffcd".into(), 6);
+        assert!(cut);
+        assert_eq!(text, format!("ab\\udcffc{CUT_MARK}1 more characters were printed]\n"));
         // Nor is one with leading zeros, or a count that would overflow the sum.
         let zeros = format!("{CUT_MARK}{}7 more characters were printed]\n", "0".repeat(1000));
         assert!(bound_stream(zeros, 16).0.len() < 16 + 64);
