@@ -220,11 +220,17 @@ impl Sandbox {
         };
         let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
         let code = code.to_owned();
+        // Until the call ends, the sandbox counts as broken: a future dropped mid-call (its
+        // caller went away) leaves the guest stopped inside `execute`, never to be entered again.
+        self.poisoned = Some(ExecError::Trap(
+            "an earlier execute was abandoned before it finished (its future was dropped); clear the sandbox".into(),
+        ));
         let outcome = self
             .call_guest(async move |store, instance| {
                 store.run_concurrent(async move |accessor| instance.call_execute(accessor, code, options).await).await?
             })
             .await;
+        self.poisoned = None;
         let max = self.limits.max_output_bytes;
         match outcome {
             Ok(Ok(output)) => Ok(bounded(output.stdout, output.stderr, output.truncated, max)),

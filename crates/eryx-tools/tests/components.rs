@@ -348,3 +348,24 @@ fn the_command_timeout_holds_while_the_program_sleeps() {
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "{}: ended after {:?}", variant.name, started.elapsed());
     }
 }
+
+/// An execute whose future is dropped before it ends (its caller went away) leaves the
+/// sandbox refusing further calls, naming why, until it is cleared.
+#[test]
+fn an_abandoned_execute_leaves_the_sandbox_unusable_until_cleared() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        let tasks = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let gave_up = tasks.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(300), sandbox.execute_async("import time\ntime.sleep(5)")).await.is_err()
+        });
+        assert!(gave_up, "{}: the execute was still running", variant.name);
+        let error = sandbox.execute("print(1)").unwrap_err().to_string();
+        assert!(error.contains("abandoned before it finished"), "{}: {error}", variant.name);
+        sandbox.clear().unwrap();
+        assert_eq!(print_of(&mut sandbox, "print(1)"), "1\n", "{}", variant.name);
+    }
+}
+
