@@ -20,10 +20,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
 /// A store for one pre-initialisation: the WASI context `wasi`, no callbacks, a memory limit
 /// of `memory_bytes`, no deadline.
 pub fn store(engine: &Engine, wasi: WasiCtx, memory_bytes: usize) -> Store<State> {
-    let mut store = Store::new(engine, State::new(wasi, std::sync::Arc::new(Callbacks::new()), memory_bytes));
-    store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(u64::MAX / 2);
-    store
+    crate::state::new_store(engine, wasi, std::sync::Arc::new(Callbacks::new()), memory_bytes)
 }
 
 /// Runs `code` as one `execute` of `instance`, with the default output limit and no

@@ -10,7 +10,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::limits::start_epoch_ticker;
 use crate::precompiled::load_precompiled;
-use crate::state::{grant_variant, sandbox_linker, State, GUEST_STDERR_BYTES};
+use crate::state::{grant_variant, new_store, sandbox_linker, State, GUEST_STDERR_BYTES};
 use crate::{bindings, compile_cache, engine, tail, Callbacks, Limits, Sandbox, VariantEntry};
 
 /// How many sandboxes of one [`Runtime`] may be alive at once: the size of its instance
@@ -77,11 +77,7 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
 /// Refuses, in one line, a memory limit below the memory the component starts with (its
 /// pre-initialised heap, say): no sandbox could ever be created, and the instance pool would
 /// refuse the component in terms of its own internals.
-fn check_memory_limit(variant: &VariantEntry, limits: &Limits, form: Form) -> Result<()> {
-    let (initial, path) = match form {
-        Form::Plain => (variant.plain_initial_memory, variant.plain_path.as_deref().unwrap_or(&variant.component_path)),
-        Form::Preinit | Form::PreinitCompiled => (variant.component_initial_memory, variant.component_path.as_path()),
-    };
+fn check_memory_limit(initial: Option<u64>, path: &Path, limits: &Limits) -> Result<()> {
     match initial {
         Some(initial) if initial > limits.memory_bytes as u64 => {
             let mib = |bytes: u64| bytes as f64 / 1048576.0;
@@ -125,9 +121,7 @@ impl Blueprint {
         wasi.stderr(guest_stderr.clone());
         // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
         wasi.allow_blocking_current_thread(true);
-        let mut store = Store::new(&self.engine, State::new(wasi.build(), callbacks, self.memory_bytes));
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(u64::MAX / 2);
+        let mut store = new_store(&self.engine, wasi.build(), callbacks, self.memory_bytes);
         if let Some(fuel) = self.fuel {
             // Instantiation runs the libraries' constructors, which burn fuel too.
             store.set_fuel(fuel)?;
@@ -156,17 +150,20 @@ impl Runtime {
 
     /// Loads one of `variant`'s component forms.
     pub fn with_form(variant: VariantEntry, limits: Limits, compile_cache_dir: &Path, form: Form) -> Result<Runtime> {
-        check_memory_limit(&variant, &limits, form)?;
+        let (component_path, initial_memory) = match form {
+            Form::Plain => (
+                variant.plain_path.clone().with_context(|| {
+                    format!("the manifest has no plain component of `{}`; run `cargo xtask build-runtime`", variant.name)
+                })?,
+                variant.plain_initial_memory,
+            ),
+            Form::Preinit | Form::PreinitCompiled => (variant.component_path.clone(), variant.component_initial_memory),
+        };
+        check_memory_limit(initial_memory, &component_path, &limits)?;
         let fuel = limits.fuel.is_some();
         let mut config = engine::sandbox_config(fuel);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
         let engine = Engine::new(&config)?;
-        let component_path = match form {
-            Form::Plain => variant.plain_path.clone().with_context(|| {
-                format!("the manifest has no plain component of `{}`; run `cargo xtask build-runtime`", variant.name)
-            })?,
-            Form::Preinit | Form::PreinitCompiled => variant.component_path.clone(),
-        };
         let precompiled = match (&variant.precompiled, form) {
             // Fuel changes the compiled code; the artifact is built without it.
             (Some(precompiled), Form::Preinit) if !fuel => match load_precompiled(&engine, precompiled) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Accessor, HasSelf, Linker, ResourceTable};
-use wasmtime::Engine;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::limits::MemoryLimiter;
@@ -136,6 +136,16 @@ enum Answer {
     Host(Arc<Callbacks>, Duration, Arc<tokio::sync::Semaphore>),
     /// The journal being replayed (its answer `None`: the recorded call never answered).
     Recorded(journal::Recorded),
+}
+
+/// A store for one instance: its state (`wasi`, `callbacks`, a memory limit of
+/// `memory_bytes`) with the memory limiter installed and no deadline yet (each call sets its
+/// own).
+pub(crate) fn new_store(engine: &Engine, wasi: WasiCtx, callbacks: Arc<Callbacks>, memory_bytes: usize) -> Store<State> {
+    let mut store = Store::new(engine, State::new(wasi, callbacks, memory_bytes));
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(u64::MAX / 2);
+    store
 }
 
 /// A linker with WASI and the world's imports, for sandbox components.

@@ -586,12 +586,14 @@ fn link_component(libraries: &[(String, PathBuf)], adapter: &[u8]) -> Result<Vec
 }
 
 fn artifact_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
+    let size = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.len();
+    Ok(entry_of(artifacts, path, size, &sha256_file(path)?))
+}
+
+/// A manifest entry: the artifact's path (relative to `artifacts`), size and sha256.
+fn entry_of(artifacts: &Path, path: &Path, size: u64, sha256: &str) -> serde_json::Value {
     let relative = path.strip_prefix(artifacts).unwrap_or(path);
-    Ok(json!({
-        "path": relative.to_string_lossy(),
-        "size": fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.len(),
-        "sha256": sha256_file(path)?,
-    }))
+    json!({ "path": relative.to_string_lossy(), "size": size, "sha256": sha256 })
 }
 
 /// [`artifact_entry`] of a sandbox component, with the linear memory it starts with (the
@@ -608,13 +610,9 @@ fn component_entry(artifacts: &Path, path: &Path) -> Result<serde_json::Value> {
             }
         }
     }
-    let relative = path.strip_prefix(artifacts).unwrap_or(path);
-    Ok(json!({
-        "path": relative.to_string_lossy(),
-        "size": bytes.len(),
-        "sha256": cache::sha256_bytes(&bytes),
-        "initial_memory_bytes": initial,
-    }))
+    let mut entry = entry_of(artifacts, path, bytes.len() as u64, &cache::sha256_bytes(&bytes));
+    entry["initial_memory_bytes"] = json!(initial);
+    Ok(entry)
 }
 
 /// Writes `manifest.json`, keeping the entries of variants not built this time when their
