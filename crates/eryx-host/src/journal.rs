@@ -457,4 +457,16 @@ mod tests {
         });
         assert_eq!(*delivered.lock().unwrap(), ["20", "300"]);
     }
+
+    /// A journal file larger than any journal can be is refused before it is read (a
+    /// hostile file could otherwise take the host's memory).
+    #[test]
+    fn an_oversized_journal_file_is_refused_unread() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("journal.json");
+        // Sparse: the size is what counts, and nothing of it is read.
+        std::fs::File::create(&path).unwrap().set_len(2 * MAX_JOURNAL_BYTES as u64 + 1).unwrap();
+        let error = Journal::load(&path).unwrap_err().to_string();
+        assert!(error.contains("more than a callback journal can"), "{error}");
+    }
 }
