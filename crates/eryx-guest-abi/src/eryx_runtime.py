@@ -462,70 +462,19 @@ def _reseed():
         random.seed()
 
 
-class _BoundedText(io.TextIOBase):
-    """The capture of stdout or stderr for one `execute`: keeps at most `limit` UTF-8 bytes
-    (so the guest's memory stays bounded however much is printed) and counts the rest."""
-
-    encoding = "utf-8"
-    errors = "strict"
-
-    def __init__(self, limit):
-        super().__init__()
-        self._parts = []
-        self._room = limit
-        self.dropped = 0
-        self.buffer = _BytesInto(self)
-
-    def writable(self):
-        return True
-
-    def isatty(self):
-        return False
-
-    def write(self, text):
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if self.dropped:
-            self.dropped += len(text)
-            return len(text)
-        encoded = text.encode("utf-8", "surrogatepass")
-        if len(encoded) <= self._room:
-            self._parts.append(text)
-            self._room -= len(encoded)
-        else:
-            # Cut at a character boundary (never inside a character's bytes), keeping a lone
-            # surrogate that fits whole before it (it is escaped in `getvalue`).
-            cut = self._room
-            while cut > 0 and encoded[cut] & 0xC0 == 0x80:
-                cut -= 1
-            head = encoded[:cut].decode("utf-8", "surrogatepass")
-            self._parts.append(head)
-            self._room = 0
-            self.dropped += len(text) - len(head)
-        return len(text)
-
-    def getvalue(self):
-        text = _utf8("".join(self._parts))
-        if self.dropped:
-            text += f"\n[eryx: output truncated: {self.dropped} more characters were printed]\n"
-        return text
+# Bound once: user code that replaces `io.FileIO` or `io.TextIOWrapper` does not change the
+# streams of later executes (the classes themselves cannot be changed).
+_FileIO, _TextIOWrapper = io.FileIO, io.TextIOWrapper
 
 
-class _BytesInto(io.RawIOBase):
-    """`sys.stdout.buffer`: bytes written to it join the text capture in order (decoded as
-    UTF-8; bytes that are not UTF-8 are kept as escapes, like any lone surrogate)."""
-
-    def __init__(self, text):
-        super().__init__()
-        self._text = text
-
-    def writable(self):
-        return True
-
-    def write(self, data):
-        data = bytes(data)
-        self._text.write(data.decode("utf-8", "surrogateescape"))
-        return len(data)
+def _standard_stream(fd):
+    """A fresh `sys.stdout` (fd 1) or `sys.stderr` (fd 2), as a native Python's under `-u`:
+    a UTF-8 text wrapper whose `.buffer` is the file descriptor itself, so every write (text,
+    bytes, `os.write`, C code) reaches the host as it happens and in order. Lone surrogates
+    pass as their bytes (the host shows them escaped). Fresh per execute: what user code did
+    to an earlier one (rebinding its methods) does not carry over."""
+    raw = _FileIO(fd, "w", closefd=False)
+    return _TextIOWrapper(raw, encoding="utf-8", errors="surrogatepass", line_buffering=True, write_through=True)
 
 
 def _utf8(text):
@@ -555,8 +504,9 @@ def _tracer(frame, event, arg):
     return _tracer
 
 
-def execute(code, max_output_bytes=1 << 20, trace=False):
-    """Runs `code` in `__main__`; returns (stdout, stderr, truncated, error_or_None)."""
+def execute(code, trace=False):
+    """Runs `code` in `__main__`; returns None, or the error (a traceback). What it prints
+    goes to file descriptors 1 and 2, where the host captures it."""
     global _callbacks_installed, _reseed_pending, _execute_count
     if _reseed_pending:
         _reseed_pending = False
@@ -564,9 +514,14 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
     if not _callbacks_installed:
         _install_callbacks()
         _callbacks_installed = True
-    stdout, stderr = _BoundedText(max_output_bytes), _BoundedText(max_output_bytes)
+    try:
+        stdout, stderr = _standard_stream(1), _standard_stream(2)
+    except OSError as caught:
+        return (
+            f"the sandbox has no standard output or error stream any more ({caught}): an earlier "
+            "execute closed file descriptor 1 or 2; clear the sandbox"
+        )
     saved = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
-    # `sys.__stdout__` too: code that prints to the "real" stdout reaches the capture.
     sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = stdout, stderr, stdout, stderr
     error = None
     try:
@@ -595,16 +550,17 @@ def execute(code, max_output_bytes=1 << 20, trace=False):
         # KeyboardInterrupt and the rest too: the sandbox must survive them.
         error = _user_traceback(caught)
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
+        # What user code left in streams of its own (`sys.stdout` replaced by a buffered one)
+        # reaches the output before the execute ends.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
         sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = saved
         # Host calls still pending are cancelled when the export ends.
         _waiting.clear()
-    truncated = bool(stdout.dropped or stderr.dropped)
-    return stdout.getvalue(), stderr.getvalue(), truncated, None if error is None else _utf8(error)
+    return None if error is None else _utf8(error)
 
 
 def _user_items():

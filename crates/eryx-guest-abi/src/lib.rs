@@ -15,7 +15,7 @@ mod exports;
 mod ffi;
 mod stack;
 
-/// The Python half every backend runs: the persistent namespace, output capture,
+/// The Python half every backend runs: the persistent namespace, the standard streams,
 /// tracebacks, snapshots and the callback wrappers, written once in Python. A backend
 /// creates the module [`MODULE`](python_runtime::MODULE), gives it the four host
 /// functions the source names, runs [`SOURCE`](python_runtime::SOURCE) in it and then
@@ -32,43 +32,10 @@ pub use stack::Value;
 use stack::{wit, Context};
 
 /// How one `execute` runs (the world's `execute-options`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExecuteOptions {
-    /// The most UTF-8 bytes of stdout, and of stderr, the execute keeps.
-    pub max_output_bytes: u64,
     /// Whether to report trace events of the user's code.
     pub trace: bool,
-}
-
-impl Default for ExecuteOptions {
-    fn default() -> Self {
-        ExecuteOptions { max_output_bytes: 1 << 20, trace: false }
-    }
-}
-
-/// What one `execute` printed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ExecuteOutput {
-    pub stdout: String,
-    pub stderr: String,
-    /// Whether stdout or stderr was cut at the limit.
-    pub truncated: bool,
-}
-
-/// Why one `execute` failed, with what it printed before.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ExecuteError {
-    pub stdout: String,
-    pub stderr: String,
-    pub truncated: bool,
-    pub traceback: String,
-}
-
-/// A failure of the runtime itself (no user output to keep).
-impl From<String> for ExecuteError {
-    fn from(traceback: String) -> Self {
-        ExecuteError { traceback, ..ExecuteError::default() }
-    }
 }
 
 /// The user state `snapshot-state` serialised, and the names it left out.
@@ -88,7 +55,9 @@ pub struct CallbackInfo {
 
 /// One Python implementation behind the world's exports.
 pub trait Backend {
-    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError>;
+    /// Runs `code`; its output goes to file descriptors 1 and 2 as it is written (the host
+    /// captures it). An error is the traceback.
+    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<(), String>;
     fn snapshot_state(&mut self) -> Result<StateSnapshot, String>;
     /// Answers the names that could not be restored.
     fn restore_state(&mut self, data: &[u8]) -> Result<Vec<String>, String>;
@@ -143,19 +112,7 @@ pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>)
             // The parameters were lifted in order: the last one is on top.
             let options = take_options(args);
             let code = take_string(args, name);
-            Some(match backend.execute(&code, &options) {
-                Ok(output) => Value::ok(Some(Value::Record(vec![
-                    Value::String(output.stdout),
-                    Value::String(output.stderr),
-                    Value::Bool(output.truncated),
-                ]))),
-                Err(error) => Value::err(Some(Value::Record(vec![
-                    Value::String(error.stdout),
-                    Value::String(error.stderr),
-                    Value::Bool(error.truncated),
-                    Value::String(error.traceback),
-                ]))),
-            })
+            Some(text_result(backend.execute(&code, &options), |()| None))
         }
         "snapshot-state" => Some(text_result(backend.snapshot_state(), |snapshot| {
             Some(Value::Record(vec![Value::Bytes(snapshot.data), strings(snapshot.skipped)]))
@@ -174,10 +131,10 @@ pub fn dispatch_to(backend: &mut dyn Backend, name: &str, args: &mut Vec<Value>)
 
 fn take_options(args: &mut Vec<Value>) -> ExecuteOptions {
     match args.pop() {
-        Some(Value::Record(fields)) => match <[Value; 2]>::try_from(fields) {
-            Ok([Value::U64(max_output_bytes), Value::Bool(trace)]) => ExecuteOptions { max_output_bytes, trace },
+        Some(Value::Record(fields)) => match <[Value; 1]>::try_from(fields) {
+            Ok([Value::Bool(trace)]) => ExecuteOptions { trace },
             Ok(other) => panic!("execute-options has unexpected fields {other:?}"),
-            Err(fields) => panic!("execute-options has {} fields, expected 2", fields.len()),
+            Err(fields) => panic!("execute-options has {} fields, expected 1", fields.len()),
         },
         other => panic!("execute expects execute-options, got {other:?}"),
     }
@@ -305,17 +262,12 @@ mod tests {
     }
 
     impl Backend for Recorder {
-        fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError> {
+        fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<(), String> {
             self.calls.push(format!("execute {code} {options:?}"));
             if code == "fail" {
-                return Err(ExecuteError {
-                    stdout: "partial\n".into(),
-                    stderr: String::new(),
-                    truncated: true,
-                    traceback: "Traceback\nValueError: no".into(),
-                });
+                return Err("Traceback\nValueError: no".into());
             }
-            Ok(ExecuteOutput { stdout: code.to_uppercase(), stderr: String::new(), truncated: false })
+            Ok(())
         }
         fn snapshot_state(&mut self) -> Result<StateSnapshot, String> {
             Ok(StateSnapshot { data: vec![1, 2, 3], skipped: vec!["helper".into()] })
@@ -336,27 +288,12 @@ mod tests {
     #[test]
     fn execute_results_are_shaped_like_the_world() {
         let mut backend = Recorder::default();
-        let options = || Value::Record(vec![Value::U64(64), Value::Bool(true)]);
+        let options = || Value::Record(vec![Value::Bool(true)]);
         let ok = dispatch_to(&mut backend, "execute", &mut vec![Value::String("hi".into()), options()]);
-        assert_eq!(
-            ok,
-            Some(Value::ok(Some(Value::Record(vec![
-                Value::String("HI".into()),
-                Value::String(String::new()),
-                Value::Bool(false),
-            ]))))
-        );
+        assert_eq!(ok, Some(Value::ok(None)));
         let err = dispatch_to(&mut backend, "execute", &mut vec![Value::String("fail".into()), options()]);
-        assert_eq!(
-            err,
-            Some(Value::err(Some(Value::Record(vec![
-                Value::String("partial\n".into()),
-                Value::String(String::new()),
-                Value::Bool(true),
-                Value::String("Traceback\nValueError: no".into()),
-            ]))))
-        );
-        assert_eq!(backend.calls[0], "execute hi ExecuteOptions { max_output_bytes: 64, trace: true }");
+        assert_eq!(err, Some(Value::err(Some(Value::String("Traceback\nValueError: no".into())))));
+        assert_eq!(backend.calls[0], "execute hi ExecuteOptions { trace: true }");
     }
 
     #[test]

@@ -9,6 +9,12 @@ use wasmtime::Engine;
 /// How often the epoch ticker advances; the timeout's resolution.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
+/// How many timers of one sandbox may be pending at once. The runtime's event loop keeps one
+/// (its next deadline); only code that reaches the runtime's plumbing makes more, and a timer
+/// beyond these answers at once (an event loop woken early looks again), so such code cannot
+/// grow the host's memory with sleeping timers.
+pub const MAX_PENDING_TIMERS: usize = 64;
+
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -18,9 +24,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Fuel per `execute` (instructions, roughly), when set.
     pub fuel: Option<u64>,
-    /// The most UTF-8 bytes of stdout, and of stderr, one `execute` keeps (enforced in the
-    /// guest, and again by the host on what the guest answers: the rest is cut with a mark
-    /// and the output says it was truncated).
+    /// The most bytes of stdout, and of stderr, one `execute` keeps (counted by the host at
+    /// the guest's WASI streams, where user code cannot reach: the rest is cut at a character
+    /// boundary with a mark, and the output says it was truncated).
     pub max_output_bytes: u64,
     /// The most callback invocations one `execute` may make.
     pub max_callbacks: u32,

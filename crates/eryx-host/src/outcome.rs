@@ -3,13 +3,22 @@
 
 use std::time::Duration;
 
-/// What one `execute` printed.
+/// What one `execute` wrote to its stdout and stderr, as the host captured it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Output {
+    /// The text of stdout: its bytes as UTF-8, with what is not UTF-8 escaped (see
+    /// [`output::text_view`](crate::output::text_view)), and the mark of the cut
+    /// ([`output::cut_mark`](crate::output::cut_mark)) when it was cut.
     pub stdout: String,
     pub stderr: String,
-    /// Whether stdout or stderr was cut at [`Limits::max_output_bytes`].
+    /// Whether stdout or stderr was cut at [`Limits::max_output_bytes`](crate::Limits::max_output_bytes).
     pub truncated: bool,
+    /// The bytes stdout kept, exactly as written (at most the limit; no mark).
+    pub stdout_bytes: Vec<u8>,
+    pub stderr_bytes: Vec<u8>,
+    /// How many characters were written beyond the limit (0 exactly when the stream was not cut).
+    pub stdout_dropped: u64,
+    pub stderr_dropped: u64,
 }
 
 /// The user state of a sandbox, as `snapshot-state` serialised it.

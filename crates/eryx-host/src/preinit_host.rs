@@ -9,7 +9,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 
 pub use crate::state::{grant_variant, State, GUEST_STDERR_BYTES};
-use crate::{bindings, Callbacks, Limits};
+use crate::{bindings, Callbacks};
 
 /// A linker with WASI and the world's imports, as every sandbox has (the build may shadow
 /// some of WASI's functions before instantiating).
@@ -23,11 +23,11 @@ pub fn store(engine: &Engine, wasi: WasiCtx, memory_bytes: usize) -> Store<State
     crate::state::new_store(engine, wasi, std::sync::Arc::new(Callbacks::new()), memory_bytes)
 }
 
-/// Runs `code` as one `execute` of `instance`, with the default output limit and no
-/// tracing: `Ok(Err(traceback))` when the Python code raised.
+/// Runs `code` as one `execute` of `instance`, without tracing (its output goes to the
+/// WASI context's stdout and stderr): `Ok(Err(traceback))` when the Python code raised.
 pub async fn execute(store: &mut Store<State>, instance: &Instance, code: String) -> wasmtime::Result<Result<(), String>> {
     let sandbox = bindings::Sandbox::new(&mut *store, instance)?;
-    let options = bindings::ExecuteOptions { max_output_bytes: Limits::default().max_output_bytes, trace: false };
+    let options = bindings::ExecuteOptions { trace: false };
     let outcome = store.run_concurrent(async |accessor| sandbox.call_execute(accessor, code, options).await).await??;
-    Ok(outcome.map(|_| ()).map_err(|error| error.traceback))
+    Ok(outcome)
 }

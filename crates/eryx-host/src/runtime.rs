@@ -9,6 +9,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::limits::start_epoch_ticker;
+use crate::output::{Capture, Stream};
 use crate::precompiled::load_precompiled;
 use crate::state::{grant_variant, new_store, sandbox_linker, State, GUEST_STDERR_BYTES};
 use crate::{bindings, compile_cache, engine, tail, Callbacks, Limits, Sandbox, VariantEntry};
@@ -103,22 +104,33 @@ pub(crate) struct Blueprint {
     fuel: Option<u64>,
 }
 
-/// A fresh instance: its store, its bindings and the tail of its own stderr.
+/// A fresh instance: its store, its bindings, the tail of its own stderr and the capture of
+/// its output.
 pub(crate) struct Fresh {
     pub(crate) store: Store<State>,
     pub(crate) instance: bindings::Sandbox,
     pub(crate) guest_stderr: tail::TailPipe,
+    pub(crate) output: Capture,
 }
 
 impl Blueprint {
+    /// A store with no instance (it takes no slot of the pool), to hold a sandbox's place
+    /// while its instance is replaced.
+    pub(crate) fn empty_store(&self) -> Store<State> {
+        new_store(&self.engine, WasiCtxBuilder::new().build(), Arc::new(Callbacks::new()), 0)
+    }
+
     /// A new instance from the pre-initialisation snapshot, seeing the variant's grant only.
     pub(crate) async fn instantiate(&self, callbacks: Arc<Callbacks>) -> Result<Fresh> {
         let mut wasi = WasiCtxBuilder::new();
         grant_variant(&mut wasi, &self.variant)?;
-        // The guest's own stderr (not the user's, which `execute` captures) carries the
-        // reason of a guest panic; it is kept to explain traps.
+        // Its stdout and stderr are the sandbox's output, captured per execute. The last
+        // bytes of stderr are kept apart too: a guest panic writes its reason there, which
+        // explains a trap whatever the output limit.
+        let output = Capture::default();
         let guest_stderr = tail::TailPipe::new(GUEST_STDERR_BYTES);
-        wasi.stderr(guest_stderr.clone());
+        wasi.stdout(output.pipe(Stream::Stdout, None));
+        wasi.stderr(output.pipe(Stream::Stderr, Some(guest_stderr.clone())));
         // File reads (the stdlib) are quick: done inline rather than on a blocking thread.
         wasi.allow_blocking_current_thread(true);
         let mut store = new_store(&self.engine, wasi.build(), callbacks, self.memory_bytes);
@@ -127,7 +139,7 @@ impl Blueprint {
             store.set_fuel(fuel)?;
         }
         let instance = self.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiate the component")?;
-        Ok(Fresh { store, instance, guest_stderr })
+        Ok(Fresh { store, instance, guest_stderr, output })
     }
 }
 
@@ -222,6 +234,8 @@ impl Runtime {
             store: fresh.store,
             instance: fresh.instance,
             guest_stderr: fresh.guest_stderr,
+            output: fresh.output,
+            interrupted_output: None,
             blueprint: self.blueprint.clone(),
             callbacks,
             tasks: self.tasks.clone(),

@@ -10,82 +10,8 @@ use crate::limits::TICK;
 use crate::runtime::{Blueprint, Tasks};
 use crate::state::{CallAccounting, State};
 use crate::trace::TraceBuffer;
+use crate::output::{Capture, OutputListener};
 use crate::{bindings, journal, tail, Callbacks, ExecError, Journal, Limits, Output, StateSnapshot, TraceEvent};
-
-/// The start of the mark that says an output was cut (the guest's and the host's alike).
-const CUT_MARK: &str = "\n[eryx: output truncated: ";
-
-/// An execute's output as the host keeps it: each stream at most `max_bytes` UTF-8 bytes
-/// (and the mark saying how much more was printed), whatever the guest answered. The guest
-/// cuts first; its limit lives in objects user code can reach, so the host cuts again here,
-/// where user code cannot.
-fn bounded(stdout: String, stderr: String, truncated: bool, max_bytes: u64) -> Output {
-    let (stdout, cut_out) = bound_stream(stdout, max_bytes);
-    let (stderr, cut_err) = bound_stream(stderr, max_bytes);
-    Output { stdout, stderr, truncated: truncated || cut_out || cut_err }
-}
-
-/// One stream: its text (without the guest's own mark, which is kept when it is exactly
-/// one) cut at a character boundary at `max_bytes`; whether the host cut it.
-fn bound_stream(text: String, max_bytes: u64) -> (String, bool) {
-    let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-    // The guest's own mark: exactly `CUT_MARK`, a count, " more characters were printed]\n".
-    // (exactly as the guest writes it: a count without leading zeros or a sign).
-    let mark = |count: u64| format!("{CUT_MARK}{count} more characters were printed]\n");
-    let (body, guest_dropped) = match text.rfind(CUT_MARK) {
-        Some(at) => {
-            let tail = &text[at + CUT_MARK.len()..];
-            let count = tail.strip_suffix(" more characters were printed]\n").and_then(|count| count.parse::<u64>().ok());
-            match count {
-                Some(count) if text[at..] == mark(count) => (&text[..at], count),
-                _ => (text.as_str(), 0),
-            }
-        }
-        None => (text.as_str(), 0),
-    };
-    if body.len() <= max {
-        return (text, false);
-    }
-    // Walk the text in the guest's units: a character costs its UTF-8 bytes, and an escaped
-    // lone surrogate (`\udcff`, how the guest writes one) the 3 bytes it stands for.
-    let bytes = body.as_bytes();
-    let (mut at, mut spent) = (0, 0);
-    let unit = |at: usize| -> (usize, usize) {
-        if surrogate_escape(&bytes[at..]) {
-            (6, 3)
-        } else {
-            let width = body[at..].chars().next().map_or(1, char::len_utf8);
-            (width, width)
-        }
-    };
-    while at < bytes.len() {
-        let (width, cost) = unit(at);
-        if spent + cost > max {
-            break;
-        }
-        at += width;
-        spent += cost;
-    }
-    if at == bytes.len() {
-        return (text, false);
-    }
-    let mut dropped: u64 = 0;
-    let mut rest = at;
-    while rest < bytes.len() {
-        rest += unit(rest).0;
-        dropped += 1;
-    }
-    (format!("{}{}", &body[..at], mark(dropped.saturating_add(guest_dropped))), true)
-}
-
-/// Whether `rest` starts with the guest's escape of a lone surrogate (`\ud800`–`\udfff`).
-fn surrogate_escape(rest: &[u8]) -> bool {
-    rest.len() >= 6
-        && rest.starts_with(b"\\ud")
-        && matches!(rest[3], b'8'..=b'9' | b'a'..=b'f')
-        && rest[4].is_ascii_hexdigit()
-        && rest[5].is_ascii_hexdigit()
-}
 
 /// A traceback as the host keeps it: at most `max_bytes` (but never less than 64 KiB, so a
 /// small output limit still leaves the error readable), its head and its tail (where the
@@ -114,6 +40,10 @@ pub struct Sandbox {
     /// Set after a trap: the instance must not be entered again.
     pub(crate) poisoned: Option<ExecError>,
     pub(crate) guest_stderr: tail::TailPipe,
+    /// Where the instance's stdout and stderr go.
+    pub(crate) output: Capture,
+    /// What the last execute wrote, when it was stopped (timeout, limits, a trap).
+    pub(crate) interrupted_output: Option<Output>,
     pub(crate) trace: bool,
     /// The runtime's task runtime, which drives this sandbox's calls.
     pub(crate) tasks: Arc<Tasks>,
@@ -218,8 +148,9 @@ impl Sandbox {
             max_argument_bytes: self.limits.max_callback_argument_bytes,
             max_pending_bytes: self.limits.max_pending_callback_bytes,
         };
-        let options = bindings::ExecuteOptions { max_output_bytes: self.limits.max_output_bytes, trace: self.trace };
+        let options = bindings::ExecuteOptions { trace: self.trace };
         let code = code.to_owned();
+        self.output.begin(self.limits.max_output_bytes);
         // Until the call ends, the sandbox counts as broken: a future dropped mid-call (its
         // caller went away) leaves the guest stopped inside `execute`, never to be entered again.
         self.poisoned = Some(ExecError::Trap(
@@ -231,14 +162,17 @@ impl Sandbox {
             })
             .await;
         self.poisoned = None;
-        let max = self.limits.max_output_bytes;
+        let output = self.output.finish();
+        self.interrupted_output = None;
         match outcome {
-            Ok(Ok(output)) => Ok(bounded(output.stdout, output.stderr, output.truncated, max)),
-            Ok(Err(error)) => Err(ExecError::Python {
-                traceback: bound_traceback(error.traceback, max),
-                output: bounded(error.stdout, error.stderr, error.truncated, max),
-            }),
-            Err(error) => Err(self.classify(error)),
+            Ok(Ok(())) => Ok(output),
+            Ok(Err(traceback)) => {
+                Err(ExecError::Python { traceback: bound_traceback(traceback, self.limits.max_output_bytes), output })
+            }
+            Err(error) => {
+                self.interrupted_output = Some(output);
+                Err(self.classify(error))
+            }
         }
     }
 
@@ -277,18 +211,44 @@ impl Sandbox {
 
     /// [`Sandbox::clear`] for async code.
     pub async fn clear_async(&mut self) -> Result<(), ExecError> {
-        let fresh = self
-            .blueprint
-            .instantiate(self.callbacks.clone())
-            .await
-            .map_err(|error| ExecError::Trap(format!("a fresh instance could not be made: {error:#}")))?;
+        let journal = std::mem::take(&mut self.store.data_mut().journal);
+        // The old instance goes first and gives its slot back to the pool, so a runtime whose
+        // slots are all taken can still clear its sandboxes. Until the fresh one is in place
+        // the sandbox refuses calls.
+        let mut empty = self.blueprint.empty_store();
+        empty.data_mut().journal = journal;
+        drop(std::mem::replace(&mut self.store, empty));
+        self.poisoned = Some(ExecError::Trap("the sandbox's clear did not finish; clear it again".into()));
+        let fresh = match self.blueprint.instantiate(self.callbacks.clone()).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                let error = ExecError::Trap(format!("a fresh instance could not be made: {error:#}"));
+                self.poisoned = Some(error.clone());
+                return Err(error);
+            }
+        };
         let journal = std::mem::take(&mut self.store.data_mut().journal);
         self.store = fresh.store;
         self.instance = fresh.instance;
         self.guest_stderr = fresh.guest_stderr;
+        fresh.output.set_listener(self.output.listener());
+        self.output = fresh.output;
         self.store.data_mut().journal = journal;
         self.poisoned = None;
         Ok(())
+    }
+
+    /// What the last execute wrote before it was stopped (by the timeout, the memory or fuel
+    /// limit, or a trap); `None` after an execute that ended by itself (its output is in its
+    /// answer, or in [`ExecError::Python`]).
+    pub fn interrupted_output(&self) -> Option<&Output> {
+        self.interrupted_output.as_ref()
+    }
+
+    /// Shows the following executes' output to `listener` as it is written (the bytes each
+    /// stream keeps, in order), besides collecting it into their [`Output`]; `None` stops it.
+    pub fn set_output_listener(&mut self, listener: Option<OutputListener>) {
+        self.output.set_listener(listener);
     }
 
     /// Records the callback calls of the following executes, from now on (an empty journal).
@@ -359,6 +319,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sandbox_clears_while_every_slot_of_the_pool_is_taken() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("runtime-trap.wasm");
+        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
+        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.path().join("compiled")).unwrap();
+        let mut sandboxes: Vec<Sandbox> =
+            (0..crate::MAX_LIVE_SANDBOXES).map(|_| runtime.sandbox(Arc::new(Callbacks::new())).unwrap()).collect();
+        assert!(runtime.sandbox(Arc::new(Callbacks::new())).is_err(), "the pool is full");
+        sandboxes[7].record_callbacks();
+        sandboxes[7].clear().expect("a clear needs no second slot");
+        assert!(sandboxes[7].recorded_callbacks().is_some(), "the journal stays");
+        // The cleared sandbox is usable (its exports trap here: it was entered).
+        assert!(matches!(sandboxes[7].execute("print(1)"), Err(ExecError::Trap(text)) if text.contains("unreachable")));
+    }
+
+    #[test]
     fn a_memory_limit_below_the_start_is_one_line_naming_both_sizes() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("runtime-small.wasm");
@@ -373,37 +349,10 @@ mod tests {
     }
 
     #[test]
-    fn the_host_cuts_output_the_guest_did_not() {
-        // Within the limit, or cut by the guest with its own mark: kept as it is.
-        assert_eq!(bound_stream("short\n".into(), 16), ("short\n".into(), false));
-        let guest_cut = format!("{}{CUT_MARK}7 more characters were printed]\n", "x".repeat(16));
-        assert_eq!(bound_stream(guest_cut.clone(), 16), (guest_cut, false));
-        // Past the limit (the guest's was lifted): cut at the limit, counting what was dropped.
-        let (text, cut) = bound_stream("x".repeat(1000), 16);
-        assert!(cut);
-        assert_eq!(text, format!("{}{CUT_MARK}984 more characters were printed]\n", "x".repeat(16)));
-        // At a character boundary, never inside a character's bytes.
-        let (text, _) = bound_stream("é".repeat(20), 15);
-        assert_eq!(text, format!("{}{CUT_MARK}13 more characters were printed]\n", "é".repeat(7)));
-        // A mark user code printed itself, with more text inside it, is no mark.
-        let forged = format!("{}{CUT_MARK}1 {} more characters were printed]\n", "x".repeat(4), "y".repeat(100));
-        let (text, cut) = bound_stream(forged, 16);
-        assert!(cut && text.len() < 16 + 64, "{text}");
-        // An escaped lone surrogate counts as the 3 bytes it stands for, and is never split.
-        assert_eq!(bound_stream("ab\\udcff".into(), 5), ("ab\\udcff".into(), false));
-        let (text, cut) = bound_stream("ab\\udcffcd".into(), 6);
-        assert!(cut);
-        assert_eq!(text, format!("ab\\udcffc{CUT_MARK}1 more characters were printed]\n"));
-        // Nor is one with leading zeros, or a count that would overflow the sum.
-        let zeros = format!("{CUT_MARK}{}7 more characters were printed]\n", "0".repeat(1000));
-        assert!(bound_stream(zeros, 16).0.len() < 16 + 64);
-        let huge = format!("{}{CUT_MARK}{} more characters were printed]\n", "x".repeat(40), u64::MAX);
-        assert!(bound_stream(huge, 16).0.contains(&u64::MAX.to_string()));
+    fn a_traceback_keeps_its_head_and_its_tail() {
         // A traceback keeps its head and its tail.
         let long = format!("Traceback (most recent call last):\n{}\nValueError: end", "x".repeat(1 << 20));
         let cut = bound_traceback(long, 16);
         assert!(cut.len() < (64 << 10) + 100 && cut.starts_with("Traceback") && cut.ends_with("ValueError: end"));
-        let output = bounded("x".repeat(100), "ok".into(), false, 16);
-        assert!(output.truncated && output.stderr == "ok");
     }
 }

@@ -10,7 +10,7 @@ use wasmtime::component::{Accessor, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::limits::MemoryLimiter;
+use crate::limits::{MemoryLimiter, MAX_PENDING_TIMERS};
 use crate::trace::TraceBuffer;
 use crate::{bindings, journal, Callbacks, TraceEvent, VariantEntry};
 
@@ -34,6 +34,18 @@ pub struct State {
     pending_bytes: Arc<AtomicUsize>,
     /// This sandbox's share of the host's blocking threads for synchronous callbacks.
     sync_slots: Arc<tokio::sync::Semaphore>,
+    /// How many of its timers are pending now.
+    pending_timers: Arc<AtomicUsize>,
+}
+
+
+/// A pending timer, counted until it answers or is cancelled (its future dropped).
+struct TimerSlot(Arc<AtomicUsize>);
+
+impl Drop for TimerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How many synchronous callbacks of one sandbox run at once (others wait their turn): a
@@ -70,6 +82,7 @@ impl State {
             journal: journal::Mode::Off,
             pending_bytes: Arc::new(AtomicUsize::new(0)),
             sync_slots: Arc::new(tokio::sync::Semaphore::new(SYNC_CALLBACKS_PER_SANDBOX)),
+            pending_timers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -206,8 +219,13 @@ impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
         answer
     }
 
-    async fn timer(_accessor: &Accessor<T, Self>, nanoseconds: u64) {
-        tokio::time::sleep(Duration::from_nanos(nanoseconds)).await;
+    async fn timer(accessor: &Accessor<T, Self>, nanoseconds: u64) {
+        let pending = accessor.with(|mut access| access.get().pending_timers.clone());
+        let before = pending.fetch_add(1, Ordering::SeqCst);
+        let _slot = TimerSlot(pending);
+        if before < MAX_PENDING_TIMERS {
+            tokio::time::sleep(Duration::from_nanos(nanoseconds)).await;
+        }
     }
 }
 

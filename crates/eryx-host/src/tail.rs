@@ -38,7 +38,7 @@ impl TailPipe {
         self.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn append(&self, bytes: &[u8]) {
+    pub(crate) fn append(&self, bytes: &[u8]) {
         let mut buffer = self.lock();
         let bytes = &bytes[bytes.len().saturating_sub(self.capacity)..];
         let overflow = (buffer.len() + bytes.len()).saturating_sub(self.capacity);

@@ -10,7 +10,7 @@
 // build with a toolchain that allows it (a nightly, or Debian's rustc with RUSTC_BOOTSTRAP=1).
 #![feature(exitcode_exit_method)]
 
-use eryx_guest_abi::{calls, python_runtime, Backend, ExecuteError, ExecuteOptions, ExecuteOutput, StateSnapshot};
+use eryx_guest_abi::{calls, python_runtime, Backend, ExecuteOptions, StateSnapshot};
 use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
 use rustpython::vm::scope::Scope;
 use rustpython::vm::{PyObjectRef, PyResult, Settings, VirtualMachine};
@@ -63,23 +63,14 @@ impl RustPython {
 }
 
 impl Backend for RustPython {
-    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError> {
+    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<(), String> {
         let code = code.to_owned();
-        let (limit, trace) = (options.max_output_bytes, options.trace);
-        // The outer `?` turns a failure of the runtime itself into an error without output.
+        let trace = options.trace;
+        // The outer `?` turns a failure of the runtime itself into an error too.
         self.call(
             "execute",
-            |vm| vec![vm.ctx.new_str(code).into(), vm.ctx.new_int(limit).into(), vm.ctx.new_bool(trace).into()],
-            |vm, result| {
-                let [stdout, stderr, truncated, error] = items(&result)?;
-                let (stdout, stderr) = (text(&stdout)?, text(&stderr)?);
-                let truncated = truncated.is_true(vm).map_err(|error| describe(vm, error))?;
-                Ok(if vm.is_none(&error) {
-                    Ok(ExecuteOutput { stdout, stderr, truncated })
-                } else {
-                    Err(ExecuteError { stdout, stderr, truncated, traceback: text(&error)? })
-                })
-            },
+            |vm| vec![vm.ctx.new_str(code).into(), vm.ctx.new_bool(trace).into()],
+            |vm, error| Ok(if vm.is_none(&error) { Ok(()) } else { Err(text(&error)?) }),
         )?
     }
 

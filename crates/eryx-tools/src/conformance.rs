@@ -81,7 +81,13 @@ fn first_difference(expected: &str, actual: &str) -> String {
     )
 }
 
-fn check(expect: &Expectations, result: Result<eryx_host::Output, eryx_host::ExecError>) -> Result<(), String> {
+/// Checks one step's result; `interrupted` is what an execute that was stopped (a timeout, a
+/// limit, a trap) wrote before.
+fn check(
+    expect: &Expectations,
+    result: Result<eryx_host::Output, eryx_host::ExecError>,
+    interrupted: Option<eryx_host::Output>,
+) -> Result<(), String> {
     let output = match result {
         Err(error) => {
             let text = error.to_string();
@@ -93,9 +99,8 @@ fn check(expect: &Expectations, result: Result<eryx_host::Output, eryx_host::Exe
                     return Err(format!("error lacks {needle:?}; the error was: {}", text.trim_end()));
                 }
             }
-            // What the code printed before it failed is checked like any output; a failure
-            // that is not Python's (a timeout, a trap) printed nothing the host kept.
-            error.partial_output().cloned().unwrap_or_default()
+            // What the code printed before it failed (or was stopped) is checked like any output.
+            error.partial_output().cloned().or(interrupted).unwrap_or_default()
         }
         Ok(output) => {
             if !expect.error_contains.is_empty() {
@@ -179,7 +184,8 @@ fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) 
         limits.max_pending_callback_bytes = expect.max_pending_callback_bytes.unwrap_or(defaults.max_pending_callback_bytes);
         let tracing = expect.trace.is_some() || expect.callback_order.is_some();
         sandbox.set_trace(tracing);
-        check(expect, sandbox.execute(code))?;
+        let result = sandbox.execute(code);
+        check(expect, result, sandbox.interrupted_output().cloned())?;
         if !tracing && !sandbox.traces().is_empty() {
             return Err(format!("tracing was off, yet the execute reported {} trace events", sandbox.traces().len()));
         }
@@ -238,7 +244,7 @@ fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) 
                 Err(format!("{:?} left out {skipped:?}, expected {expected:?}", step.action.unwrap()))
             }
         }
-        Err(error) => check(&step.expect, Err(error)).map_err(|message| format!("{:?}: {message}", step.action.unwrap())),
+        Err(error) => check(&step.expect, Err(error), None).map_err(|message| format!("{:?}: {message}", step.action.unwrap())),
     }
 }
 
@@ -449,12 +455,12 @@ steps = [
     fn expectations_report_the_first_difference() {
         let expect = Expectations { stdout: Some("hello\n".into()), ..Expectations::default() };
         let output = eryx_host::Output { stdout: "help\n".into(), ..eryx_host::Output::default() };
-        let message = check(&expect, Ok(output)).unwrap_err();
+        let message = check(&expect, Ok(output), None).unwrap_err();
         assert!(message.contains("character 3"), "{message}");
 
         let expect = Expectations { error_contains: vec!["NameError".into()], ..Expectations::default() };
-        assert!(check(&expect, Ok(eryx_host::Output::default())).unwrap_err().contains("succeeded"));
-        assert!(check(&expect, Err(eryx_host::ExecError::python("NameError: x".into()))).is_ok());
+        assert!(check(&expect, Ok(eryx_host::Output::default()), None).unwrap_err().contains("succeeded"));
+        assert!(check(&expect, Err(eryx_host::ExecError::python("NameError: x".into())), None).is_ok());
         // Output printed before the error is checked too.
         let expect = Expectations {
             error_contains: vec!["ValueError".into()],
@@ -465,10 +471,10 @@ steps = [
             traceback: "ValueError: late".into(),
             output: eryx_host::Output { stdout: stdout.into(), ..eryx_host::Output::default() },
         };
-        assert!(check(&expect, Err(failed("partial\n"))).is_ok());
-        assert!(check(&expect, Err(failed(""))).unwrap_err().contains("stdout differs"));
+        assert!(check(&expect, Err(failed("partial\n")), None).is_ok());
+        assert!(check(&expect, Err(failed("")), None).unwrap_err().contains("stdout differs"));
         let timeout = eryx_host::ExecError::Timeout(Duration::from_millis(100));
-        assert!(check(&expect, Err(timeout)).unwrap_err().contains("timeout"));
+        assert!(check(&expect, Err(timeout), None).unwrap_err().contains("timeout"));
     }
 
     #[test]
@@ -482,8 +488,8 @@ steps = [
         assert_eq!(with_skip(Outcome::Pass, None), Outcome::Pass);
         let expect = Expectations { stdout_length: Some(3), ..Expectations::default() };
         let output = |text: &str| Ok(eryx_host::Output { stdout: text.into(), ..eryx_host::Output::default() });
-        assert!(check(&expect, output("abc")).is_ok());
-        assert!(check(&expect, output("abcd")).unwrap_err().contains("4 characters, expected 3"));
+        assert!(check(&expect, output("abc"), None).is_ok());
+        assert!(check(&expect, output("abcd"), None).unwrap_err().contains("4 characters, expected 3"));
     }
 
     #[test]

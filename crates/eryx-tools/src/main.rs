@@ -165,8 +165,23 @@ fn run_code(manifest: &std::path::Path, variant: &str, code: &[String], flags: &
     Ok(status)
 }
 
-/// Runs each piece of code as one execute; stops at the first that fails.
+/// Writes a sandbox's output to this process's stdout and stderr as it is written.
+fn print_live(stream: eryx_host::Stream, bytes: &[u8]) {
+    use std::io::Write;
+    // A closed pipe on our side must not stop the sandbox: write errors are dropped.
+    let _ = match stream {
+        eryx_host::Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().flush()),
+        eryx_host::Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
+}
+
+/// Runs each piece of code as one execute; stops at the first that fails. Without `--json`
+/// the output is printed as it is written (the bytes the sandbox wrote), and the mark of a
+/// cut stream after it.
 fn run_each(sandbox: &mut eryx_host::Sandbox, code: &[String], flags: &SandboxFlags) -> Result<ExitCode> {
+    if !flags.json {
+        sandbox.set_output_listener(Some(Arc::new(print_live)));
+    }
     for code in code {
         let result = sandbox.execute(code);
         let trace: Vec<serde_json::Value> = sandbox
@@ -181,7 +196,7 @@ fn run_each(sandbox: &mut eryx_host::Sandbox, code: &[String], flags: &SandboxFl
             .collect();
         let output = match &result {
             Ok(output) => output.clone(),
-            Err(error) => error.partial_output().cloned().unwrap_or_default(),
+            Err(error) => error.partial_output().or(sandbox.interrupted_output()).cloned().unwrap_or_default(),
         };
         if flags.json {
             let error = result.as_ref().err().map(ToString::to_string);
@@ -196,8 +211,13 @@ fn run_each(sandbox: &mut eryx_host::Sandbox, code: &[String], flags: &SandboxFl
                 })
             );
         } else {
-            print!("{}", output.stdout);
-            eprint!("{}", output.stderr);
+            // The output was printed as it was written; what is left is the mark of a cut.
+            if output.stdout_dropped > 0 {
+                print!("{}", eryx_host::output::cut_mark(output.stdout_dropped));
+            }
+            if output.stderr_dropped > 0 {
+                eprint!("{}", eryx_host::output::cut_mark(output.stderr_dropped));
+            }
             for event in &trace {
                 eprintln!("trace: {event}");
             }

@@ -369,3 +369,87 @@ fn an_abandoned_execute_leaves_the_sandbox_unusable_until_cleared() {
     }
 }
 
+
+/// The output listener sees what the code writes while it runs, in order across streams: a
+/// line printed before a pause arrives before the pause ends. The output keeps the exact
+/// bytes beside the text.
+#[test]
+fn output_streams_to_the_listener_as_it_is_written() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let started = std::time::Instant::now();
+        sandbox.set_output_listener(Some(Arc::new(move |stream, bytes: &[u8]| {
+            sink.lock().unwrap().push((stream, String::from_utf8_lossy(bytes).into_owned(), started.elapsed()));
+        })));
+        let code = "import os, sys, time\nprint('before')\nos.write(2, b'warn\\n')\ntime.sleep(0.6)\nsys.stdout.buffer.write(b'after\\xff\\n')";
+        let output = sandbox.execute(code).unwrap();
+        assert_eq!(output.stdout_bytes, b"before\nafter\xff\n", "{}", variant.name);
+        assert_eq!(output.stdout, "before\nafter\\udcff\n", "{}", variant.name);
+        {
+            let seen = seen.lock().unwrap();
+            // In order across the streams (a print may come in pieces: its text, then its end).
+            let mut runs: Vec<(eryx_host::Stream, String)> = Vec::new();
+            for (stream, text, _) in seen.iter() {
+                match runs.last_mut() {
+                    Some((last, joined)) if last == stream => joined.push_str(text),
+                    _ => runs.push((*stream, text.clone())),
+                }
+            }
+            use eryx_host::Stream::{Stderr, Stdout};
+            let expected = [(Stdout, "before\n"), (Stderr, "warn\n"), (Stdout, "after\u{fffd}\n")].map(|(stream, text)| (stream, text.to_owned()));
+            assert_eq!(runs, expected, "{}", variant.name);
+            let (first, last) = (seen.first().unwrap().2, seen.last().unwrap().2);
+            assert!(last - first >= std::time::Duration::from_millis(500), "{}: all output arrived at once ({first:?}, {last:?})", variant.name);
+        }
+        // A cleared sandbox keeps its listener.
+        sandbox.clear().unwrap();
+        let before = seen.lock().unwrap().len();
+        sandbox.execute("print('again')").unwrap();
+        let after: String = seen.lock().unwrap()[before..].iter().map(|(_, text, _)| text.as_str()).collect();
+        assert_eq!(after, "again\n", "{}", variant.name);
+    }
+}
+
+/// `eryx-tools run` prints the sandbox's output as it is written: the first line of a run that
+/// pauses arrives while the run is still going.
+#[test]
+fn run_prints_output_live() {
+    let Some(_) = manifest() else { return };
+    let manifest_path = std::env::var("ERYX_MANIFEST").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eryx-tools"))
+        .args(["run", "--manifest", &manifest_path, "--variant", "cpython", "--max-output-bytes", "12"])
+        .args(["-c", "import time\nprint('first')\ntime.sleep(3)\nprint('second and more')"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "first\n");
+    assert!(child.try_wait().unwrap().is_none(), "the first line came only when the run ended");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    // The limit holds live too: the kept bytes, then the mark.
+    assert_eq!(rest, "second\n[eryx: output truncated: 10 more characters were printed]\n");
+}
+
+/// Code that reaches the runtime's plumbing and starts timers by the hundred thousand leaves
+/// the host with a bounded number asleep and the sandbox working.
+#[test]
+fn a_flood_of_timers_stays_bounded() {
+    let Some(manifest) = manifest() else { return };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        let code = "import _eryx_runtime\nstarted = [_eryx_runtime._host_timer(10**15)[0] for _ in range(100_000)]\nprint(sum(1 for handle in started if handle))";
+        let pending: usize = print_of(&mut sandbox, code).trim().parse().unwrap();
+        assert!(pending <= eryx_host::limits::MAX_PENDING_TIMERS, "{}: {pending} timers asleep", variant.name);
+        assert_eq!(print_of(&mut sandbox, "import asyncio\nasyncio.run(asyncio.sleep(0.01))\nprint('ok')"), "ok\n", "{}", variant.name);
+    }
+}

@@ -15,8 +15,8 @@ fn resident_bytes() -> u64 {
     eryx_tools::bench::memory_kib().expect("the resident memory of this process").0 * 1024
 }
 
-/// Guest code that floods every channel it can reach (stdout, stderr, its own stderr
-/// descriptor, trace events, callbacks: one with arguments far over the limit, many pending at
+/// Guest code that floods every channel it can reach (stdout, stderr, their descriptors with
+/// writes of tens of megabytes, trace events, host timers by the hundred thousand, callbacks: one with arguments far over the limit, many pending at
 /// once with large arguments, all recorded into a journal) leaves the host within the guest's
 /// memory limit plus a fixed allowance, on every variant.
 #[test]
@@ -42,6 +42,13 @@ for _ in range(20_000):
 big = 'b' * 100_000
 for _ in range(500):
     echo(text=big)
+del chunk
+wide = b'w' * 10_000_000
+for _ in range(3):
+    os.write(1, wide)
+del wide
+for _ in range(100_000):
+    _eryx_runtime._host_timer(10**15)
 ";
         let calls = "\
 import asyncio

@@ -8,7 +8,7 @@
 
 mod python;
 
-use eryx_guest_abi::{Backend, ExecuteError, ExecuteOptions, ExecuteOutput, StateSnapshot};
+use eryx_guest_abi::{Backend, ExecuteOptions, StateSnapshot};
 use python::{HelperModule, Owned};
 
 eryx_guest_abi::export_backend!(CPython::start);
@@ -29,17 +29,13 @@ impl CPython {
 }
 
 impl Backend for CPython {
-    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<ExecuteOutput, ExecuteError> {
-        let arguments = [Owned::string(code)?, Owned::unsigned(options.max_output_bytes)?, Owned::boolean(options.trace)];
-        let result = self.helper.call("execute", &arguments)?;
-        let stdout = result.item(0)?.to_string()?;
-        let stderr = result.item(1)?.to_string()?;
-        let truncated = result.item(2)?.is_true()?;
-        let error = result.item(3)?;
+    fn execute(&mut self, code: &str, options: &ExecuteOptions) -> Result<(), String> {
+        let arguments = [Owned::string(code)?, Owned::boolean(options.trace)];
+        let error = self.helper.call("execute", &arguments)?;
         if error.is_none() {
-            Ok(ExecuteOutput { stdout, stderr, truncated })
+            Ok(())
         } else {
-            Err(ExecuteError { stdout, stderr, truncated, traceback: error.to_string()? })
+            Err(error.to_string()?)
         }
     }
 

@@ -523,9 +523,10 @@ fn link_component_step(
     }
     inputs
         .text("adapter", &cache::sha256_bytes(adapter))
-        .text("wit-component", &linking.wit_component);
+        .text("wit-component", &linking.wit_component)
+        .text("shadow-stack-bytes", &variant.shadow_stack_bytes.to_string());
     runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
-        let bytes = link_component(libraries, adapter)?;
+        let bytes = link_component(libraries, adapter, variant.shadow_stack_bytes)?;
         write_atomic(output, &bytes)
     })?;
     Ok(())
@@ -573,8 +574,9 @@ fn generate_bindings(wit_dir: &Path, interpreter: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn link_component(libraries: &[(String, PathBuf)], adapter: &[u8]) -> Result<Vec<u8>> {
+fn link_component(libraries: &[(String, PathBuf)], adapter: &[u8], shadow_stack_bytes: u32) -> Result<Vec<u8>> {
     let mut linker = wit_component::Linker::default();
+    linker.stack_size(shadow_stack_bytes);
     linker.use_built_in_libdl(true);
     for (name, path) in libraries {
         let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;

@@ -28,6 +28,10 @@ pub struct Variant {
     pub component: &'static str,
     /// What the pre-initialisation imports, so no sandbox pays for it.
     pub preinit_imports: &'static [&'static str],
+    /// The shadow stack (in linear memory) the component's linker gives the guest: where the
+    /// interpreter's Rust or C frames live. Deep recursion past it corrupts memory below it
+    /// or traps, so it must hold what the interpreter's own depth limits allow.
+    pub shadow_stack_bytes: u32,
     /// The same interpreter as a plain WASI program.
     pub command: CommandForm,
 }
@@ -79,6 +83,9 @@ pub const CPYTHON: Variant = Variant {
     mounts_stdlib: true,
     component: "runtime-cpython.wasm",
     preinit_imports: PREINIT_IMPORTS,
+    // wit-component's default. CPython's recursion checks keep its C frames within it (deep
+    // nesting in its decoders ends in `RecursionError`; conformance `errors.toml`).
+    shadow_stack_bytes: 1 << 20,
     // CPython's own `Py_BytesMain`, called by wasi-libc's `__main_void` with the arguments.
     command: CommandForm {
         component: "python-cpython.wasm",
@@ -107,6 +114,11 @@ pub const RUSTPYTHON: Variant = Variant {
     mounts_stdlib: false,
     component: "runtime-rustpython.wasm",
     preinit_imports: PREINIT_IMPORTS,
+    // RustPython's depth limits (marshal's 2000 levels, the recursion limit) count levels,
+    // not bytes, and its Rust frames are large: with 1 MiB, `marshal.loads` of nested lists
+    // overflowed at about 1 600 levels (some 650 bytes a level), inside its own limit. 4 MiB
+    // holds the 2000 with room (conformance `errors.toml`).
+    shadow_stack_bytes: 4 << 20,
     // RustPython's own command line (`rustpython::run`), from the guest staticlib.
     command: CommandForm {
         component: "python-rustpython.wasm",
