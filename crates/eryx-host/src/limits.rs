@@ -15,6 +15,10 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// grow the host's memory with sleeping timers.
 pub const MAX_PENDING_TIMERS: usize = 64;
 
+/// How many synchronous callbacks of one sandbox run at once (others wait their turn): a
+/// sandbox whose calls hang cannot take the blocking threads other sandboxes need.
+pub const SYNC_CALLBACKS_PER_SANDBOX: usize = 16;
+
 /// Resource limits for one sandbox.
 #[derive(Debug, Clone)]
 pub struct Limits {

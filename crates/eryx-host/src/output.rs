@@ -66,6 +66,17 @@ impl Kept {
             return data;
         }
         let at = character_start(data, room);
+        if at == 0 && data.first().is_some_and(|&byte| is_continuation(byte)) {
+            // The character whose first bytes ended the last write goes whole: its start too.
+            let start = character_start(&self.bytes, self.bytes.len());
+            if self.bytes.get(start).is_some_and(|&byte| byte >= 0xC0) {
+                self.bytes.truncate(start);
+                let rest = data.iter().position(|&byte| !is_continuation(byte)).unwrap_or(data.len());
+                self.dropped += 1 + characters(&data[rest..]);
+                self.cut = true;
+                return &[];
+            }
+        }
         self.bytes.extend_from_slice(&data[..at]);
         // At least one: a stream was cut exactly when it dropped something.
         self.dropped += characters(&data[at..]).max(1);
@@ -362,6 +373,15 @@ mod tests {
         assert_eq!(character_start(b"ab\xc3\xa9", 3), 2);
         assert_eq!(character_start(b"a\xe2\x82\xac", 2), 1);
         assert_eq!(character_start(b"\xf0\x9f\x98\x80", 3), 0);
+    }
+
+    #[test]
+    fn a_character_split_between_two_writes_is_cut_whole() {
+        let output = captured(16, &[(Stream::Stdout, b"abcdefghijklmno\xc3"), (Stream::Stdout, b"\xa9zzzz")]);
+        assert_eq!(output.stdout, format!("abcdefghijklmno{}", cut_mark(5)));
+        // A whole character before the cut stays.
+        let output = captured(3, &[(Stream::Stdout, "aé".as_bytes()), (Stream::Stdout, b"\x80z")]);
+        assert_eq!(output.stdout_bytes, "aé".as_bytes());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use wasmtime::component::{Accessor, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::limits::{MemoryLimiter, MAX_PENDING_TIMERS};
+use crate::limits::{MemoryLimiter, MAX_PENDING_TIMERS, SYNC_CALLBACKS_PER_SANDBOX};
 use crate::trace::TraceBuffer;
 use crate::{bindings, journal, Callbacks, TraceEvent, VariantEntry};
 
@@ -48,9 +48,6 @@ impl Drop for TimerSlot {
     }
 }
 
-/// How many synchronous callbacks of one sandbox run at once (others wait their turn): a
-/// sandbox whose calls hang cannot take the blocking threads other sandboxes need.
-pub const SYNC_CALLBACKS_PER_SANDBOX: usize = 16;
 /// What a callback call reserves at least, whatever its arguments' size (so many tiny calls
 /// left running count too).
 const MIN_RESERVATION: usize = 1024;

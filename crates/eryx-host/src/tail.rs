@@ -1,18 +1,11 @@
-//! The guest's own stderr, as the host keeps it: the last bytes written, cleared before each
-//! call. A guest panic writes its reason there just before it traps, so the reason survives
-//! whatever user code wrote to file descriptor 2 before it (a buffer that kept the first
-//! bytes would fill with the user's and lose the reason).
+//! The guest's own stderr, as the host keeps it: the last bytes written to it (the output
+//! capture, `output.rs`, writes them here too), cleared before each call. A guest panic writes
+//! its reason there just before it traps, so the reason survives whatever user code wrote to
+//! file descriptor 2 before it (a buffer that kept the first bytes would fill with the user's
+//! and lose the reason).
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use tokio::io::AsyncWrite;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 #[derive(Clone)]
 pub(crate) struct TailPipe {
@@ -44,59 +37,6 @@ impl TailPipe {
         let overflow = (buffer.len() + bytes.len()).saturating_sub(self.capacity);
         buffer.drain(..overflow);
         buffer.extend(bytes);
-    }
-}
-
-impl IsTerminal for TailPipe {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for TailPipe {
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl OutputStream for TailPipe {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.append(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        // Always ready: old bytes make room for new ones.
-        Ok(self.capacity.max(1))
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for TailPipe {
-    async fn ready(&mut self) {}
-}
-
-impl AsyncWrite for TailPipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.append(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -44,6 +44,20 @@ fn pre_initialisation_is_deterministic() {
     }
 }
 
+/// For each variant of the build: its name, a runtime with the default limits (which the
+/// sandbox needs alive) and a sandbox of it with the standard callbacks.
+fn standard_sandboxes(manifest: &eryx_host::Manifest) -> Vec<(String, Runtime, eryx_host::Sandbox)> {
+    manifest
+        .variants
+        .values()
+        .map(|variant| {
+            let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+            let sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+            (variant.name.clone(), runtime, sandbox)
+        })
+        .collect()
+}
+
 fn print_of(sandbox: &mut eryx_host::Sandbox, code: &str) -> String {
     sandbox.execute(code).unwrap_or_else(|error| panic!("{code}: {error}")).stdout
 }
@@ -354,21 +368,18 @@ fn the_command_timeout_holds_while_the_program_sleeps() {
 #[test]
 fn an_abandoned_execute_leaves_the_sandbox_unusable_until_cleared() {
     let Some(manifest) = manifest() else { return };
-    for variant in manifest.variants.values() {
-        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
-        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    for (name, _runtime, mut sandbox) in standard_sandboxes(&manifest) {
         let tasks = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let gave_up = tasks.block_on(async {
             tokio::time::timeout(std::time::Duration::from_millis(300), sandbox.execute_async("import time\ntime.sleep(5)")).await.is_err()
         });
-        assert!(gave_up, "{}: the execute was still running", variant.name);
+        assert!(gave_up, "{}: the execute was still running", name);
         let error = sandbox.execute("print(1)").unwrap_err().to_string();
-        assert!(error.contains("abandoned before it finished"), "{}: {error}", variant.name);
+        assert!(error.contains("abandoned before it finished"), "{}: {error}", name);
         sandbox.clear().unwrap();
-        assert_eq!(print_of(&mut sandbox, "print(1)"), "1\n", "{}", variant.name);
+        assert_eq!(print_of(&mut sandbox, "print(1)"), "1\n", "{}", name);
     }
 }
-
 
 /// The output listener sees what the code writes while it runs, in order across streams: a
 /// line printed before a pause arrives before the pause ends. The output keeps the exact
@@ -376,9 +387,7 @@ fn an_abandoned_execute_leaves_the_sandbox_unusable_until_cleared() {
 #[test]
 fn output_streams_to_the_listener_as_it_is_written() {
     let Some(manifest) = manifest() else { return };
-    for variant in manifest.variants.values() {
-        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
-        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    for (name, _runtime, mut sandbox) in standard_sandboxes(&manifest) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = seen.clone();
         let started = std::time::Instant::now();
@@ -387,8 +396,8 @@ fn output_streams_to_the_listener_as_it_is_written() {
         })));
         let code = "import os, sys, time\nprint('before')\nos.write(2, b'warn\\n')\ntime.sleep(0.6)\nsys.stdout.buffer.write(b'after\\xff\\n')";
         let output = sandbox.execute(code).unwrap();
-        assert_eq!(output.stdout_bytes, b"before\nafter\xff\n", "{}", variant.name);
-        assert_eq!(output.stdout, "before\nafter\\udcff\n", "{}", variant.name);
+        assert_eq!(output.stdout_bytes, b"before\nafter\xff\n", "{}", name);
+        assert_eq!(output.stdout, "before\nafter\\udcff\n", "{}", name);
         {
             let seen = seen.lock().unwrap();
             // In order across the streams (a print may come in pieces: its text, then its end).
@@ -401,16 +410,16 @@ fn output_streams_to_the_listener_as_it_is_written() {
             }
             use eryx_host::Stream::{Stderr, Stdout};
             let expected = [(Stdout, "before\n"), (Stderr, "warn\n"), (Stdout, "after\u{fffd}\n")].map(|(stream, text)| (stream, text.to_owned()));
-            assert_eq!(runs, expected, "{}", variant.name);
+            assert_eq!(runs, expected, "{}", name);
             let (first, last) = (seen.first().unwrap().2, seen.last().unwrap().2);
-            assert!(last - first >= std::time::Duration::from_millis(500), "{}: all output arrived at once ({first:?}, {last:?})", variant.name);
+            assert!(last - first >= std::time::Duration::from_millis(500), "{}: all output arrived at once ({first:?}, {last:?})", name);
         }
         // A cleared sandbox keeps its listener.
         sandbox.clear().unwrap();
         let before = seen.lock().unwrap().len();
         sandbox.execute("print('again')").unwrap();
         let after: String = seen.lock().unwrap()[before..].iter().map(|(_, text, _)| text.as_str()).collect();
-        assert_eq!(after, "again\n", "{}", variant.name);
+        assert_eq!(after, "again\n", "{}", name);
     }
 }
 
@@ -444,12 +453,35 @@ fn run_prints_output_live() {
 #[test]
 fn a_flood_of_timers_stays_bounded() {
     let Some(manifest) = manifest() else { return };
-    for variant in manifest.variants.values() {
-        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
-        let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    for (name, _runtime, mut sandbox) in standard_sandboxes(&manifest) {
         let code = "import _eryx_runtime\nstarted = [_eryx_runtime._host_timer(10**15)[0] for _ in range(100_000)]\nprint(sum(1 for handle in started if handle))";
         let pending: usize = print_of(&mut sandbox, code).trim().parse().unwrap();
-        assert!(pending <= eryx_host::limits::MAX_PENDING_TIMERS, "{}: {pending} timers asleep", variant.name);
-        assert_eq!(print_of(&mut sandbox, "import asyncio\nasyncio.run(asyncio.sleep(0.01))\nprint('ok')"), "ok\n", "{}", variant.name);
+        assert!(pending <= eryx_host::limits::MAX_PENDING_TIMERS, "{}: {pending} timers asleep", name);
+        assert_eq!(print_of(&mut sandbox, "import asyncio\nasyncio.run(asyncio.sleep(0.01))\nprint('ok')"), "ok\n", "{}", name);
     }
+}
+
+/// Synchronous callbacks gathered by the dozen run beside each other, but never more than
+/// `SYNC_CALLBACKS_PER_SANDBOX` of one sandbox at once: the others wait for a slot.
+#[test]
+fn synchronous_callbacks_of_one_sandbox_share_a_bounded_number_of_threads() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some(manifest) = manifest() else { return };
+    let variant = manifest.variants.values().next().unwrap().clone();
+    let runtime = Runtime::new(variant, Limits::default(), &manifest.compile_cache_dir()).unwrap();
+    let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut callbacks = Callbacks::new();
+    let (now, peak) = (running.clone(), most.clone());
+    callbacks.register("slow", "Takes 100 ms on a blocking thread.", serde_json::json!({}), move |_| {
+        let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(at_once, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        now.fetch_sub(1, Ordering::SeqCst);
+        Ok(serde_json::json!(1))
+    });
+    let mut sandbox = runtime.sandbox(Arc::new(callbacks)).unwrap();
+    let code = "import asyncio\nprint(sum(await asyncio.gather(*(slow() for _ in range(40)))))";
+    assert_eq!(print_of(&mut sandbox, code), "40\n");
+    let most = most.load(Ordering::SeqCst);
+    assert!(most > 1 && most <= eryx_host::limits::SYNC_CALLBACKS_PER_SANDBOX, "{most} ran at once");
 }
