@@ -50,6 +50,9 @@ enum Command {
     Fetch(inputs::fetch::Args),
     /// Show every input and tool: where it was found, its version, whether it matches the pin
     Doctor,
+    /// Resolve a loose list of Python requirements (pip lines) with pip into a lock file in
+    /// pip's hash-checking format, for the sandboxes' Python 3.14 and pure-Python wheels only
+    LockPackages(inputs::packages::Args),
     /// Build the sandbox guests into target/eryx/ (steps whose inputs did not change are skipped)
     BuildRuntime(build::build_runtime::Args),
     /// Run Python code in a sandbox: each -c is one `execute` on the same sandbox; or FILE
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Fetch(args) => inputs::fetch::run(&workspace, &cache, &sources, &args).map(|_| ()),
         Command::Doctor => inputs::doctor::run(&workspace, &cache),
+        Command::LockPackages(args) => inputs::packages::run(&workspace, &args),
         Command::BuildRuntime(args) => build::build_runtime::run(&workspace, &cache, &sources, &args).map(|_| ()),
         Command::Run(args) => run::conformance::run_code(&workspace, &cache, &sources, &args),
         Command::Conformance(args) => run::conformance::run_suite(&workspace, &cache, &sources, &args).map(|_| ()),
