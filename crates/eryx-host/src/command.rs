@@ -64,6 +64,21 @@ impl WasiView for State {
     }
 }
 
+/// The program's environment: the variant's own, under what the user gave (the user's value
+/// wins), but for `PYTHONPATH`, where the user's directories come first and the variant's
+/// (its stdlib) after them, so the stdlib stays importable.
+fn environment<'a>(variant: &'a std::collections::BTreeMap<String, String>, user: &'a [(String, String)]) -> Vec<(&'a str, String)> {
+    let mut merged: Vec<(&str, String)> = variant.iter().map(|(key, value)| (key.as_str(), value.clone())).collect();
+    for (key, value) in user {
+        match merged.iter_mut().find(|(known, _)| *known == key.as_str()) {
+            Some((_, known)) if key == "PYTHONPATH" && !value.is_empty() => *known = format!("{value}:{known}"),
+            Some((_, known)) => *known = value.clone(),
+            None => merged.push((key.as_str(), value.clone())),
+        }
+    }
+    merged
+}
+
 /// A compiled command component of one variant.
 pub struct CommandRuntime {
     engine: Engine,
@@ -80,12 +95,17 @@ impl CommandRuntime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // The stack a sandbox has (`engine::MAX_WASM_STACK`, on a fiber with room for the
+        // host's frames): deep nesting ends in the interpreter's own `RecursionError`, as in a
+        // sandbox, not in wasmtime's "call stack exhausted" at its default 512 KiB.
+        config.async_stack_size(crate::engine::GUEST_FIBER_STACK);
+        config.max_wasm_stack(crate::engine::MAX_WASM_STACK);
         let engine = Engine::new(&config)?;
         let (component, _) = crate::compile_cache::load(
             &engine,
             &path,
             compile_cache_dir,
-            "command;epoch=1",
+            &format!("command;epoch=1;stack={}", crate::engine::MAX_WASM_STACK),
             crate::compile_cache::Interface::Command,
         )?;
         let mut linker = Linker::new(&engine);
@@ -99,8 +119,8 @@ impl CommandRuntime {
         let mut wasi = WasiCtxBuilder::new();
         wasi.arg("python");
         wasi.args(&invocation.args);
-        crate::state::grant_variant(&mut wasi, &self.variant)?;
-        for (key, value) in &invocation.env {
+        crate::state::grant_variant_mounts(&mut wasi, &self.variant)?;
+        for (key, value) in environment(&self.variant.env, &invocation.env) {
             wasi.env(key, value);
         }
         for (host, guest) in &invocation.dirs {
@@ -169,5 +189,23 @@ impl CommandRuntime {
             None => (Vec::new(), Vec::new()),
         };
         Ok(Finished { exit_status, stdout, stderr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_environment_wins_and_pythonpath_keeps_the_stdlib() {
+        let variant: std::collections::BTreeMap<String, String> =
+            [("PYTHONHOME", "/python-stdlib"), ("PYTHONPATH", "/python-stdlib")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+        let user = [("PYTHONPATH", "/work/lib"), ("PYTHONHOME", "/mine"), ("GREETING", "hi")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let merged = environment(&variant, &user);
+        assert_eq!(
+            merged,
+            [("PYTHONHOME", "/mine".to_owned()), ("PYTHONPATH", "/work/lib:/python-stdlib".to_owned()), ("GREETING", "hi".to_owned())]
+        );
+        assert_eq!(environment(&variant, &[]).len(), 2, "nothing given, nothing changed");
     }
 }

@@ -246,13 +246,19 @@ impl bindings::SandboxImports for State {
 /// What every instance of a variant sees: its stdlib (read-only) when it mounts one, and the
 /// variant's own environment.
 pub fn grant_variant(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Result<()> {
+    grant_variant_mounts(wasi, variant)?;
+    for (key, value) in &variant.env {
+        wasi.env(key, value);
+    }
+    Ok(())
+}
+
+/// The variant's mounts alone: its stdlib (read-only) when it has one.
+pub(crate) fn grant_variant_mounts(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Result<()> {
     if let Some(stdlib) = &variant.stdlib {
         wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
-    }
-    for (key, value) in &variant.env {
-        wasi.env(key, value);
     }
     Ok(())
 }
