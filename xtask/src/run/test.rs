@@ -1,6 +1,7 @@
 //! `cargo xtask test`: build what is stale, run every cargo test (the host workspace, with
 //! `ERYX_MANIFEST` naming the built components, and the guest ABI crate's host-side tests), lint the CI workflow when actionlint is there,
-//! then run the conformance suite and the command suite (`tests/cli`) on every variant.
+//! then run the conformance suite and the command suite (`tests/cli`) on every variant, and
+//! the README's `wasmtime run` lines when a wasmtime CLI is installed.
 
 use std::process::Command;
 
@@ -64,5 +65,61 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     }
     let args = ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() };
     let manifest = conformance::run_suite(workspace, cache, sources, &args)?;
-    conformance::run_cli_suite(workspace, sources, &manifest)
+    conformance::run_cli_suite(workspace, sources, &manifest)?;
+    run_readme_wasmtime_lines(workspace)
+}
+
+/// The README's `wasmtime run …` lines, each with the output it promises after `   # `.
+fn readme_wasmtime_lines(readme: &str) -> Vec<(String, String)> {
+    readme
+        .lines()
+        .filter(|line| line.starts_with("wasmtime run "))
+        .filter_map(|line| line.split_once("   # ").map(|(command, output)| (command.trim().to_owned(), output.trim().to_owned())))
+        .collect()
+}
+
+/// Runs the README's `wasmtime run` lines as written, under the wasmtime CLI (a host we did
+/// not write) when one is installed (.ci/run installs one), and checks what each prints.
+fn run_readme_wasmtime_lines(workspace: &Workspace) -> Result<()> {
+    if crate::inputs::system::which("wasmtime").is_none() {
+        eprintln!("note: the wasmtime CLI is not installed; the README's `wasmtime run` lines were not run (.ci/run installs it)");
+        return Ok(());
+    }
+    let readme = std::fs::read_to_string(workspace.root.join("README.md")).context("read README.md")?;
+    for (command, expected) in readme_wasmtime_lines(&readme) {
+        eprintln!("$ {command}");
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(&workspace.root)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("run sh")?;
+        let printed = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() || printed.trim() != expected {
+            bail!(
+                "the README's line `{command}` does not work as written under the wasmtime CLI: {} \
+                 printed {printed:?} (expected {expected:?}); stderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_promises_what_its_wasmtime_lines_print() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let lines = readme_wasmtime_lines(&readme);
+        assert!(lines.len() >= 2, "the README has a `wasmtime run` line with its output per command component: {lines:?}");
+        for (command, expected) in &lines {
+            assert!(command.contains("-W max-wasm-stack="), "{command}: the sandbox's stack, or deep nesting traps");
+            assert!(!expected.is_empty(), "{command}");
+        }
+        assert_eq!(readme_wasmtime_lines("wasmtime run x.wasm -c 'print(1)'   # 1\nwasmtime run y.wasm\n"), [("wasmtime run x.wasm -c 'print(1)'".to_owned(), "1".to_owned())]);
+    }
 }
