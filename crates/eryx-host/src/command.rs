@@ -67,7 +67,7 @@ impl WasiView for State {
 /// The program's environment: the variant's own, under what the user gave (the user's value
 /// wins), but for `PYTHONPATH`, where the user's directories come first and the variant's
 /// (its stdlib) after them, so the stdlib stays importable.
-fn environment<'a>(variant: &'a std::collections::BTreeMap<String, String>, user: &'a [(String, String)]) -> Vec<(&'a str, String)> {
+pub fn environment<'a>(variant: &'a std::collections::BTreeMap<String, String>, user: &'a [(String, String)]) -> Vec<(&'a str, String)> {
     let mut merged: Vec<(&str, String)> = variant.iter().map(|(key, value)| (key.as_str(), value.clone())).collect();
     for (key, value) in user {
         match merged.iter_mut().find(|(known, _)| *known == key.as_str()) {

@@ -13,7 +13,9 @@
 //! stdout = "['a', 'b']\n"      # exact; or stdout_contains = [...]
 //! stderr_contains = []
 //! files_after = { "out.txt" = "written\n" }                       # exact contents after the run
-//! skip = { rustpython = "why this variant differs" }
+//! skip = { rustpython = "why this variant differs" }          # per variant, under our host;
+//!                                                             # `"rustpython@wasmtime"` under
+//!                                                             # the wasmtime CLI
 //! ```
 //!
 //! A skipped case still runs: if it passes, that is reported as a failure ("remove the
@@ -33,7 +35,41 @@ use eryx_host::Manifest;
 /// Where a case's files are mounted inside the program.
 pub const WORK_DIR: &str = "/work";
 
-pub use crate::conformance::SuiteArgs as Args;
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub suite: crate::conformance::SuiteArgs,
+    /// Also run every case under this wasmtime CLI (a host we did not write), as
+    /// `wasmtime run` with the same arguments, directories, environment and stdin
+    #[arg(long, value_name = "PROGRAM")]
+    pub wasmtime: Option<PathBuf>,
+}
+
+/// Where a case runs.
+pub enum Host<'a> {
+    /// This host's command runner.
+    Ours(&'a CommandRuntime),
+    /// `wasmtime run` of the variant's command component.
+    WasmtimeCli { program: &'a Path, variant: &'a eryx_host::VariantEntry },
+}
+
+impl Host<'_> {
+    /// The name a case's `skip` uses for this host and `variant`: the variant's name under our
+    /// host, `<variant>@wasmtime` under the wasmtime CLI.
+    fn label(&self, variant: &str) -> String {
+        match self {
+            Host::Ours(_) => variant.to_owned(),
+            Host::WasmtimeCli { .. } => format!("{variant}@wasmtime"),
+        }
+    }
+}
+
+/// What a run under some host gave.
+struct Ran {
+    exit_status: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,8 +129,8 @@ pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-/// Runs one case; `Err` is why it failed.
-pub fn run_case(runtime: &CommandRuntime, case: &Case) -> Result<(), String> {
+/// Runs one case under `host`; `Err` is why it failed.
+pub fn run_case(host: &Host, case: &Case) -> Result<(), String> {
     let directory = tempfile::tempdir().map_err(|error| format!("create a temporary directory: {error}"))?;
     for (relative, contents) in &case.files {
         let path = directory.path().join(relative);
@@ -110,9 +146,13 @@ pub fn run_case(runtime: &CommandRuntime, case: &Case) -> Result<(), String> {
         timeout: Duration::from_millis(case.timeout_ms.unwrap_or(30_000)),
         memory_bytes: 256 << 20,
     };
-    let finished = runtime
-        .run(&invocation, Streams::Capture { stdin: case.stdin.clone().into_bytes() })
-        .map_err(|error| format!("{error:#}"))?;
+    let finished = match host {
+        Host::Ours(runtime) => runtime
+            .run(&invocation, Streams::Capture { stdin: case.stdin.clone().into_bytes() })
+            .map(|finished| Ran { exit_status: finished.exit_status, stdout: finished.stdout, stderr: finished.stderr })
+            .map_err(|error| format!("{error:#}"))?,
+        Host::WasmtimeCli { program, variant } => run_wasmtime(program, variant, &invocation, case.stdin.as_bytes())?,
+    };
     let stdout = String::from_utf8_lossy(&finished.stdout);
     let stderr = String::from_utf8_lossy(&finished.stderr);
     let context = || format!("\n  stdout: {:?}\n  stderr: {:?}", excerpt(&stdout), excerpt(&stderr));
@@ -144,6 +184,58 @@ pub fn run_case(runtime: &CommandRuntime, case: &Case) -> Result<(), String> {
     Ok(())
 }
 
+/// `wasmtime run` of `variant`'s command component, as our runner would run it: the same
+/// directories, environment (`command::environment`), wasm stack and stdin; the timeout kills it.
+fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &Invocation, stdin: &[u8]) -> Result<Ran, String> {
+    use std::io::Write;
+    let component = variant.command_path.as_ref().ok_or("the manifest has no command form of this variant")?;
+    let mut command = std::process::Command::new(program);
+    command.args(["run", "-W", &format!("max-wasm-stack={}", eryx_host::engine::MAX_WASM_STACK)]);
+    if let Some(stdlib) = &variant.stdlib {
+        command.arg("--dir").arg(format!("{}::{}", stdlib.host_directory.display(), stdlib.guest_path));
+    }
+    for (host, guest) in &invocation.dirs {
+        command.arg("--dir").arg(format!("{}::{guest}", host.display()));
+    }
+    for (key, value) in eryx_host::command::environment(&variant.env, &invocation.env) {
+        command.arg("--env").arg(format!("{key}={value}"));
+    }
+    command.arg(component).args(&invocation.args);
+    command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().map_err(|error| format!("start {}: {error}", program.display()))?;
+    // Fed and drained on threads of their own: a program that writes more than a pipe holds
+    // must not wait on us while we wait on it.
+    let mut input = child.stdin.take().expect("piped");
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait().map_err(|error| error.to_string())? {
+            Some(status) => break status,
+            None if started.elapsed() > invocation.timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("wasmtime ran longer than the timeout of {} ms", invocation.timeout.as_millis()));
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let _ = feeder.join();
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    Ok(Ran { exit_status: status.code().unwrap_or(-1), stdout, stderr })
+}
+
 fn excerpt(text: &str) -> String {
     let mut excerpt: String = text.chars().take(400).collect();
     if excerpt.len() < text.len() {
@@ -153,44 +245,53 @@ fn excerpt(text: &str) -> String {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let manifest = Manifest::load(&args.manifest)?;
-    let cases = load_cases(&args.cases)?;
-    let variants: Vec<String> = match args.variant.as_deref() {
+    let manifest = Manifest::load(&args.suite.manifest)?;
+    let cases = load_cases(&args.suite.cases)?;
+    let variants: Vec<String> = match args.suite.variant.as_deref() {
         None | Some("all") => manifest.variants.keys().cloned().collect(),
         Some(name) => vec![manifest.variant(name)?.name.clone()],
     };
     let mut failures = 0;
     for name in &variants {
         let entry = manifest.variant(name)?.clone();
-        let runtime = CommandRuntime::new(entry, &manifest.compile_cache_dir())?;
-        let started = std::time::Instant::now();
-        let (mut passed, mut skipped) = (0, 0);
-        for case in &cases {
-            let skip = case.skip.get(name.as_str());
-            match (run_case(&runtime, case), skip) {
-                (Ok(()), None) => passed += 1,
-                (Ok(()), Some(reason)) => {
-                    failures += 1;
-                    println!("FAIL {name} {}: passes although it is skipped ({reason}); remove the skip", case.name);
-                }
-                (Err(_), Some(reason)) => {
-                    skipped += 1;
-                    println!("skip {name} {}: {reason}", case.name);
-                }
-                (Err(message), None) => {
-                    failures += 1;
-                    println!("FAIL {name} {} ({}): {message}", case.name, case.file.display());
-                }
-            }
+        let runtime = CommandRuntime::new(entry.clone(), &manifest.compile_cache_dir())?;
+        failures += run_suite_on(&Host::Ours(&runtime), name, &cases);
+        if let Some(program) = &args.wasmtime {
+            failures += run_suite_on(&Host::WasmtimeCli { program, variant: &entry }, name, &cases);
         }
-        println!(
-            "command suite, {name}: {passed} passed, {skipped} skipped, {} failed of {} in {:.1}s",
-            cases.len() - passed - skipped,
-            cases.len(),
-            started.elapsed().as_secs_f64()
-        );
     }
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs every case on one host and variant, printing a line per case that is not a plain
+/// pass and a summary; answers how many failed.
+fn run_suite_on(host: &Host, variant: &str, cases: &[Case]) -> usize {
+    let label = host.label(variant);
+    let started = std::time::Instant::now();
+    let (mut passed, mut skipped, mut failures) = (0, 0, 0);
+    for case in cases {
+        match (run_case(host, case), case.skip.get(&label)) {
+            (Ok(()), None) => passed += 1,
+            (Ok(()), Some(reason)) => {
+                failures += 1;
+                println!("FAIL {label} {}: passes although it is skipped ({reason}); remove the skip", case.name);
+            }
+            (Err(_), Some(reason)) => {
+                skipped += 1;
+                println!("skip {label} {}: {reason}", case.name);
+            }
+            (Err(message), None) => {
+                failures += 1;
+                println!("FAIL {label} {} ({}): {message}", case.name, case.file.display());
+            }
+        }
+    }
+    println!(
+        "command suite, {label}: {passed} passed, {skipped} skipped, {failures} failed of {} in {:.1}s",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    failures
 }
 
 #[cfg(test)]
