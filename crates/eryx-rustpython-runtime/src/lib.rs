@@ -234,6 +234,7 @@ fn describe(vm: &VirtualMachine, error: rustpython::vm::builtins::PyBaseExceptio
 pub extern "C" fn _start() {
     let builder = InterpreterBuilder::new().init_stdlib();
     // `rustpython::run` answers an `ExitCode` (from `sys.exit(N)`, 1 after an uncaught
-    // exception); end the process with exactly that status.
+    // exception); end the process with exactly that status (its `exit` is the command's own,
+    // command_exit.c, which carries a failing status out).
     rustpython::run(builder).exit_process()
 }

@@ -190,7 +190,12 @@ fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &
     use std::io::Write;
     let component = variant.command_path.as_ref().ok_or("the manifest has no command form of this variant")?;
     let mut command = std::process::Command::new(program);
-    command.args(["run", "-W", &format!("max-wasm-stack={}", eryx_host::engine::MAX_WASM_STACK)]);
+    command.args(["run", "--argv0", "python"]).args([
+        "-W",
+        &format!("max-wasm-stack={}", eryx_host::engine::MAX_WASM_STACK),
+        "-W",
+        &format!("max-memory-size={}", invocation.memory_bytes),
+    ]);
     if let Some(stdlib) = &variant.stdlib {
         command.arg("--dir").arg(format!("{}::{}", stdlib.host_directory.display(), stdlib.guest_path));
     }
@@ -221,7 +226,12 @@ fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &
     let stderr = drain(Box::new(child.stderr.take().expect("piped")));
     let started = std::time::Instant::now();
     let status = loop {
-        match child.try_wait().map_err(|error| error.to_string())? {
+        let state = child.try_wait();
+        if state.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        match state.map_err(|error| error.to_string())? {
             Some(status) => break status,
             None if started.elapsed() > invocation.timeout => {
                 let _ = child.kill();

@@ -316,9 +316,13 @@ fn build_variant(
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
     let staticlib = command.uses_staticlib.then_some(staticlib.as_path());
     link_library(variant, fetched, clang_version, staticlib, &objects, &exports, &entry_library, runner)?;
-    let mut libraries = pinned;
-    libraries.push((command.library.to_owned(), entry_library));
     let adapter = command_adapter(&fetched.lock)?;
+    let entry_with_world = build_dir.join(format!("world-{}", command.library));
+    embed_entry_world_step(variant, &entry_library, adapter, &entry_with_world, runner)?;
+    // The entry library first: the first library that exports a symbol wins, so what it
+    // defines of libc's (CPython's entry defines `exit`) is what every library calls.
+    let mut libraries = vec![(command.library.to_owned(), entry_with_world)];
+    libraries.extend(pinned);
     link_component_step(linking, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
     Ok(())
 }
@@ -418,6 +422,34 @@ fn precompiled_info_path(artifact: &Path) -> PathBuf {
 }
 
 /// The preview1 command adapter, checked against its pin.
+/// What the command's entry library imports of WASI itself (besides what the adapter does):
+/// `wasi:cli/exit`'s `exit-with-code`, stable since WASI 0.2.12, which carries a status the
+/// preview1 adapter cannot (it ends every non-zero `proc_exit` as plain failure).
+const ENTRY_WORLD: &str = "package eryx:command-entry;\n\nworld entry {\n    import wasi:cli/exit@0.2.12;\n}\n";
+
+/// The entry library with its world embedded (the interfaces it imports, so the component's
+/// linker knows their types), taken from the WASI packages the command adapter was built
+/// against: the adapter and the entry library agree on every type by construction.
+fn embed_entry_world_step(variant: &Variant, library: &Path, adapter: &[u8], output: &Path, runner: &mut Runner) -> Result<()> {
+    let name = output.file_name().context("a library has a file name")?.to_string_lossy().into_owned();
+    let mut inputs = Fingerprint::default();
+    inputs.file(library)?.text("adapter", &cache::sha256_bytes(adapter)).text("world", ENTRY_WORLD);
+    runner.step(&format!("{}: embed the world of {name}", variant.name), &inputs, &[output], || {
+        let mut bytes = fs::read(library).with_context(|| format!("read {}", library.display()))?;
+        embed_entry_world(&mut bytes, adapter)?;
+        write_atomic(output, &bytes)
+    })?;
+    Ok(())
+}
+
+fn embed_entry_world(library: &mut Vec<u8>, adapter: &[u8]) -> Result<()> {
+    let (_, mut bindgen) = wit_component::metadata::decode(adapter).context("read the WASI packages of the command adapter")?;
+    let package = bindgen.resolve.push_str("entry.wit", ENTRY_WORLD).context("resolve the entry library's world")?;
+    let world = bindgen.resolve.select_world(&[package], Some("entry"))?;
+    wit_component::embed_component_metadata(library, &bindgen.resolve, world, wit_component::StringEncoding::UTF8, false)
+        .context("embed the world in the entry library")
+}
+
 fn command_adapter(lock: &crate::inputs::lock::Lock) -> Result<&'static [u8]> {
     let bytes = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let pin = &lock.command_adapter;
@@ -699,3 +731,4 @@ fn write_manifest(
     }
     Ok(path)
 }
+

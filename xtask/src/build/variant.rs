@@ -67,6 +67,9 @@ const PREINIT_IMPORTS: &[&str] = &[
 ];
 
 const ABI_SOURCES: &str = "crates/eryx-guest-abi";
+/// `exit` and `_exit` of both command forms, which carry a failing status out through
+/// `wasi:cli/exit`'s `exit-with-code` (they replace libc's: the entry library links first).
+const COMMAND_EXIT: &str = "crates/eryx-guest-abi/command_exit.c";
 /// The guests' own cargo workspace (see its comment for why it is `crates/`).
 pub const GUEST_WORKSPACE_MANIFEST: &str = "crates/Cargo.toml";
 const GUEST_LOCK: &str = "crates/Cargo.lock";
@@ -90,9 +93,9 @@ pub const CPYTHON: Variant = Variant {
     command: CommandForm {
         component: "python-cpython.wasm",
         library: "libpython_main.so",
-        c_sources: &["crates/eryx-wasm-runtime/python_main.c"],
+        c_sources: &["crates/eryx-wasm-runtime/python_main.c", COMMAND_EXIT],
         uses_staticlib: false,
-        exports: &["_start", "__main_argc_argv"],
+        exports: &["_start", "__main_argc_argv", "exit", "_exit"],
     },
 };
 
@@ -123,9 +126,9 @@ pub const RUSTPYTHON: Variant = Variant {
     command: CommandForm {
         component: "python-rustpython.wasm",
         library: "liberyx_rustpython_main.so",
-        c_sources: &[],
+        c_sources: &[COMMAND_EXIT],
         uses_staticlib: true,
-        exports: &["_start"],
+        exports: &["_start", "exit", "_exit"],
     },
 };
 

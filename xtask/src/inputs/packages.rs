@@ -43,10 +43,11 @@ pub fn run(workspace: &Workspace, args: &Args) -> Result<()> {
     let input = fs::canonicalize(&args.input).with_context(|| format!("read the requirements {}", args.input.display()))?;
     let scratch = Scratch::new(workspace)?;
     eprintln!("lock-packages: resolving {} for Python {SANDBOX_PYTHON}, pure-Python wheels only (pip)", input.display());
-    let pure = resolve(&args.python, &input, &scratch.path, Platform::Pure)?;
-    let packages = match pure {
-        Ok(report) => parse_report(&report)?,
+    let pure_report = resolve(&args.python, &input, &scratch.path, Platform::Pure)?;
+    let packages = match &pure_report {
+        Ok(report) => parse_report(report)?,
         Err(pip_said) => {
+            let pip_said = pip_said.clone();
             // Which packages have no pure wheel: resolve again as for this machine, and name
             // the ones whose wheel is native.
             let native = resolve(&args.python, &input, &scratch.path, Platform::ThisMachine)?;
@@ -60,8 +61,20 @@ pub fn run(workspace: &Workspace, args: &Args) -> Result<()> {
     if let Some(refused) = refusal(&packages) {
         bail!("{refused}");
     }
+    if let Ok(report) = &pure_report {
+        if let Some(refused) = evaluated_elsewhere(report) {
+            bail!("{refused}");
+        }
+    }
     let source = input.file_name().map_or_else(|| input.display().to_string(), |name| name.to_string_lossy().into_owned());
-    write_atomic(&args.out, lock_text(&packages, &source).as_bytes())?;
+    let text = lock_text(&packages, &source);
+    // What is written reads back as what was resolved (a name pip reports twice, a version
+    // that is not one, would not).
+    let pins = read_lock(&text).context("the lock made from pip's report does not read back")?;
+    if pins.len() != packages.len() {
+        bail!("pip's report names {} packages, the lock holds {}: a package appears twice", packages.len(), pins.len());
+    }
+    write_atomic(&args.out, text.as_bytes())?;
     eprintln!("lock-packages: {} package(s) locked into {}", packages.len(), args.out.display());
     Ok(())
 }
@@ -115,7 +128,8 @@ pub fn parse_report(report: &Value) -> Result<Vec<Locked>> {
             let name = field(&["metadata", "name"]).context("a package in pip's report has no name")?;
             let version = field(&["metadata", "version"]).with_context(|| format!("`{name}` has no version in pip's report"))?;
             let url = field(&["download_info", "url"]).with_context(|| format!("`{name}` has no download in pip's report"))?;
-            let wheel = url.rsplit('/').next().unwrap_or(url).split(['#', '?']).next().unwrap_or_default().to_owned();
+            let path = url.split(['#', '?']).next().unwrap_or(url);
+            let wheel = path.rsplit('/').next().unwrap_or(path).to_owned();
             let sha256 = field(&["download_info", "archive_info", "hashes", "sha256"])
                 .map(str::to_owned)
                 .or_else(|| field(&["download_info", "archive_info", "hash"]).and_then(|hash| hash.strip_prefix("sha256=")).map(str::to_owned))
@@ -126,6 +140,57 @@ pub fn parse_report(report: &Value) -> Result<Vec<Locked>> {
             Ok(Locked { name: name.to_owned(), version: version.to_owned(), wheel, sha256: sha256.to_ascii_lowercase() })
         })
         .collect()
+}
+
+/// The variables of PEP 508 markers that describe the Python and platform running pip.
+const ENVIRONMENT_MARKERS: &[&str] = &[
+    "python_version",
+    "python_full_version",
+    "implementation_name",
+    "implementation_version",
+    "platform_python_implementation",
+    "platform_system",
+    "platform_machine",
+    "platform_release",
+    "platform_version",
+    "sys_platform",
+    "os_name",
+];
+
+/// pip evaluates environment markers for the Python that runs it, whatever `--python-version`
+/// says. When that is not the sandboxes' Python, a dependency whose marker depends on the
+/// environment may have been taken or left out wrongly: refused, naming it (dependencies
+/// behind extras that were not asked for do not count).
+pub fn evaluated_elsewhere(report: &Value) -> Option<String> {
+    let environment = report.get("environment")?;
+    let version = environment.get("python_version").and_then(Value::as_str).unwrap_or("?");
+    if version == SANDBOX_PYTHON {
+        return None;
+    }
+    let mut dependent = Vec::new();
+    for item in report.get("install").and_then(Value::as_array).into_iter().flatten() {
+        let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+        let requirements = item.pointer("/metadata/requires_dist").and_then(Value::as_array);
+        for requirement in requirements.into_iter().flatten().filter_map(Value::as_str) {
+            let Some((_, marker)) = requirement.split_once(';') else { continue };
+            if marker.contains("extra") {
+                continue;
+            }
+            if ENVIRONMENT_MARKERS.iter().any(|variable| marker.contains(variable)) {
+                dependent.push(format!("{name} needs `{}`", requirement.trim()));
+            }
+        }
+    }
+    if dependent.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "pip evaluated these dependencies' markers for the Python that runs it ({version} on {}), not for \
+         the sandboxes' Python {SANDBOX_PYTHON}: {}. Run lock-packages with `--python` naming a Python \
+         {SANDBOX_PYTHON}",
+        environment.get("sys_platform").and_then(Value::as_str).unwrap_or("?"),
+        dependent.join("; ")
+    ))
 }
 
 /// A package name in its normalised form (lower case, runs of `-`, `_` and `.` as one `-`).
@@ -214,8 +279,11 @@ pub fn read_lock(text: &str) -> Result<Vec<Pin>> {
         if sha256.len() != 64 || !sha256.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')) {
             bail!("lock line {number}: `{sha256}` is no sha256 (64 lower-case hex digits)");
         }
-        if normalized(name) != name {
-            bail!("lock line {number}: `{name}` is not in its normalised form `{}`", normalized(name));
+        if name.is_empty() || normalized(name) != name || !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-') {
+            bail!("lock line {number}: `{name}` is not a package name in its normalised form");
+        }
+        if version.is_empty() || !version.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'+' | b'!' | b'-' | b'_')) {
+            bail!("lock line {number}: `{version}` is not a version (no markers or ranges in a lock)");
         }
         if let Some(last) = pins.last() {
             if last.name.as_str() >= name {
@@ -330,6 +398,9 @@ mod tests {
         assert!(read_lock("six --hash=sha256:".to_owned().as_str()).is_err());
         let unsorted = format!("six==1.0 --hash=sha256:{0}\nattrs==1.0 --hash=sha256:{0}\n", "a".repeat(64));
         assert!(read_lock(&unsorted).unwrap_err().to_string().contains("comes after"));
+        let marker = format!("tzdata==2026.6;python_version<\"3\" --hash=sha256:{}", "a".repeat(64));
+        assert!(read_lock(&marker).unwrap_err().to_string().contains("is not a version"));
+        assert!(read_lock(&format!("==1.0 --hash=sha256:{}", "a".repeat(64))).is_err(), "an empty name");
     }
 
     /// The repository's package set: its lock is in the form `lock-packages` writes.
@@ -342,6 +413,29 @@ mod tests {
         for wanted in ["attrs", "jaraco-functools", "more-itertools", "python-dateutil", "tabulate", "tzdata"] {
             assert!(names.contains(&wanted), "{wanted} is not in the lock: {names:?}");
         }
+    }
+
+    #[test]
+    fn markers_pip_evaluated_for_another_python_are_refused() {
+        let mut report = report();
+        report["environment"] = serde_json::json!({"python_version": "3.11", "sys_platform": "linux"});
+        report["install"][0]["metadata"]["requires_dist"] =
+            serde_json::json!(["typing-extensions; python_version < \"3.13\"", "pytest; extra == \"test\"", "plain"]);
+        let refused = evaluated_elsewhere(&report).unwrap();
+        assert!(refused.contains("Six needs `typing-extensions; python_version < \"3.13\"`"), "{refused}");
+        assert!(!refused.contains("pytest"), "{refused}");
+        report["environment"]["python_version"] = serde_json::json!(SANDBOX_PYTHON);
+        assert_eq!(evaluated_elsewhere(&report), None, "pip ran under the sandboxes' Python");
+        report["environment"]["python_version"] = serde_json::json!("3.11");
+        report["install"][0]["metadata"]["requires_dist"] = serde_json::json!(["plain", "pytest; extra == \"test\""]);
+        assert_eq!(evaluated_elsewhere(&report), None, "no marker depends on the environment");
+    }
+
+    #[test]
+    fn a_query_does_not_change_the_wheels_name() {
+        let mut report = report();
+        report["install"][0]["download_info"]["url"] = serde_json::json!("https://example.invalid/x/six-1.17.0-py2.py3-none-any.whl?sig=a/b-cp314-linux.whl");
+        assert_eq!(parse_report(&report).unwrap()[0].wheel, "six-1.17.0-py2.py3-none-any.whl");
     }
 
     #[test]

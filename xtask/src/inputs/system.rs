@@ -171,3 +171,30 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|directory| directory.join(program))
         .find(|candidate| candidate.is_file())
 }
+
+/// The oldest wasmtime CLI that offers what the command components import (WASI 0.2.12's
+/// `exit-with-code`, unasked).
+const OLDEST_WASMTIME: u32 = 46;
+
+/// The wasmtime CLI on the PATH, when there is one new enough to run the command components;
+/// says on stderr why not otherwise.
+pub fn wasmtime_cli() -> Option<std::path::PathBuf> {
+    let Some(program) = which("wasmtime") else {
+        eprintln!("note: the wasmtime CLI is not installed (.ci/run installs it)");
+        return None;
+    };
+    let version = std::process::Command::new(&program).arg("--version").output().ok().map(|output| String::from_utf8_lossy(&output.stdout).into_owned());
+    // `wasmtime 49.0.3 (f96eabaa1 2026-10-14)`
+    let major = version.as_deref().and_then(|text| text.split_whitespace().nth(1)).and_then(|number| number.split('.').next()?.parse::<u32>().ok());
+    match major {
+        Some(major) if major >= OLDEST_WASMTIME => Some(program),
+        _ => {
+            eprintln!(
+                "note: {} answers {:?}: the command components need wasmtime {OLDEST_WASMTIME} or later; not using it",
+                program.display(),
+                version.unwrap_or_default().trim()
+            );
+            None
+        }
+    }
+}

@@ -116,11 +116,11 @@ pub fn run_cli_suite(workspace: &Workspace, sources: &Sources, manifest: &std::p
     let mut command = host_command(workspace, sources);
     command.arg("cli-cases").arg("--manifest").arg(manifest).arg("--cases").arg(workspace.path("tests/cli"));
     // Under the wasmtime CLI too, a host we did not write, when one is installed.
-    match crate::inputs::system::which("wasmtime") {
+    match crate::inputs::system::wasmtime_cli() {
         Some(wasmtime) => {
             command.arg("--wasmtime").arg(wasmtime);
         }
-        None => eprintln!("note: the wasmtime CLI is not installed; the command suite runs under this host only (.ci/run installs it)"),
+        None => eprintln!("note: the command suite runs under this host only"),
     }
     exec(command, "the command suite")
 }

@@ -69,24 +69,28 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     run_readme_wasmtime_lines(workspace)
 }
 
-/// The README's `wasmtime run …` lines, each with the output it promises after `   # `.
-fn readme_wasmtime_lines(readme: &str) -> Vec<(String, String)> {
+/// The README's `wasmtime run …` lines, each with the output it promises after `   # `; a line
+/// without that promise is an error (it would go untested).
+fn readme_wasmtime_lines(readme: &str) -> Result<Vec<(String, String)>> {
     readme
         .lines()
         .filter(|line| line.starts_with("wasmtime run "))
-        .filter_map(|line| line.split_once("   # ").map(|(command, output)| (command.trim().to_owned(), output.trim().to_owned())))
+        .map(|line| match line.rsplit_once("   # ") {
+            Some((command, output)) => Ok((command.trim().to_owned(), output.trim().to_owned())),
+            None => bail!("README.md: `{line}` says nothing of what it prints (end it with `   # OUTPUT`)"),
+        })
         .collect()
 }
 
 /// Runs the README's `wasmtime run` lines as written, under the wasmtime CLI (a host we did
 /// not write) when one is installed (.ci/run installs one), and checks what each prints.
 fn run_readme_wasmtime_lines(workspace: &Workspace) -> Result<()> {
-    if crate::inputs::system::which("wasmtime").is_none() {
-        eprintln!("note: the wasmtime CLI is not installed; the README's `wasmtime run` lines were not run (.ci/run installs it)");
+    if crate::inputs::system::wasmtime_cli().is_none() {
+        eprintln!("note: the README's `wasmtime run` lines were not run");
         return Ok(());
     }
     let readme = std::fs::read_to_string(workspace.root.join("README.md")).context("read README.md")?;
-    for (command, expected) in readme_wasmtime_lines(&readme) {
+    for (command, expected) in readme_wasmtime_lines(&readme)? {
         eprintln!("$ {command}");
         let output = Command::new("sh")
             .args(["-c", &command])
@@ -114,12 +118,17 @@ mod tests {
     #[test]
     fn the_readme_promises_what_its_wasmtime_lines_print() {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        let lines = readme_wasmtime_lines(&readme);
+        let lines = readme_wasmtime_lines(&readme).unwrap();
         assert!(lines.len() >= 2, "the README has a `wasmtime run` line with its output per command component: {lines:?}");
         for (command, expected) in &lines {
             assert!(command.contains("-W max-wasm-stack="), "{command}: the sandbox's stack, or deep nesting traps");
+            assert!(
+                !command.contains("python-stdlib::") || command.contains("--env PYTHONDONTWRITEBYTECODE=1"),
+                "{command}: wasmtime mounts the stdlib writable; CPython would write .pyc files into the build's tree"
+            );
             assert!(!expected.is_empty(), "{command}");
         }
-        assert_eq!(readme_wasmtime_lines("wasmtime run x.wasm -c 'print(1)'   # 1\nwasmtime run y.wasm\n"), [("wasmtime run x.wasm -c 'print(1)'".to_owned(), "1".to_owned())]);
+        assert_eq!(readme_wasmtime_lines("wasmtime run x.wasm -c 'print(1)'   # 1\n").unwrap(), [("wasmtime run x.wasm -c 'print(1)'".to_owned(), "1".to_owned())]);
+        assert!(readme_wasmtime_lines("wasmtime run y.wasm\n").is_err(), "a line that promises nothing is refused");
     }
 }
