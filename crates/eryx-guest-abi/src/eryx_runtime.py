@@ -468,13 +468,14 @@ _FileIO, _TextIOWrapper = io.FileIO, io.TextIOWrapper
 
 
 def _standard_stream(fd):
-    """A fresh `sys.stdout` (fd 1) or `sys.stderr` (fd 2), as a native Python's under `-u`:
-    a UTF-8 text wrapper whose `.buffer` is the file descriptor itself, so every write (text,
-    bytes, `os.write`, C code) reaches the host as it happens and in order. Lone surrogates
-    pass as their bytes (the host shows them escaped). Fresh per execute: what user code did
-    to an earlier one (rebinding its methods) does not carry over."""
+    """A fresh `sys.stdout` (fd 1) or `sys.stderr` (fd 2): a UTF-8 text wrapper whose
+    `.buffer` is the file descriptor itself, so bytes, `os.write` and C code reach the host as
+    they are written. stdout is line-buffered (a line goes out whole, in one write, when it
+    ends: `print` costs one host call, not two); stderr writes through, as a native Python's
+    does. Lone surrogates pass as their bytes (the host shows them escaped). Fresh per execute:
+    what user code did to an earlier one (rebinding its methods) does not carry over."""
     raw = _FileIO(fd, "w", closefd=False)
-    return _TextIOWrapper(raw, encoding="utf-8", errors="surrogatepass", line_buffering=True, write_through=True)
+    return _TextIOWrapper(raw, encoding="utf-8", errors="surrogatepass", line_buffering=True, write_through=fd != 1)
 
 
 def _utf8(text):
@@ -550,9 +551,9 @@ def execute(code, trace=False):
         # KeyboardInterrupt and the rest too: the sandbox must survive them.
         error = _user_traceback(caught)
     finally:
-        # What user code left in streams of its own (`sys.stdout` replaced by a buffered one)
-        # reaches the output before the execute ends.
-        for stream in (sys.stdout, sys.stderr):
+        # What is left in this execute's streams (a line not ended yet), and in streams user
+        # code put in their place (a buffered one), reaches the output before the execute ends.
+        for stream in (stdout, stderr, sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
