@@ -47,16 +47,16 @@ const WRITE_BUDGET: usize = u32::MAX as usize;
 #[derive(Default)]
 struct Kept {
     bytes: Vec<u8>,
-    /// Characters (UTF-8 sequences) written beyond the limit; more than 0 once cut.
+    /// Characters (UTF-8 sequences) written beyond the limit; more than 0 exactly when the
+    /// stream was cut.
     dropped: u64,
-    cut: bool,
 }
 
 impl Kept {
     /// Keeps what fits of `data` under `limit` (never a character's first bytes without the
     /// rest); answers the part kept.
     fn take<'a>(&mut self, data: &'a [u8], limit: usize) -> &'a [u8] {
-        if self.cut {
+        if self.cut() {
             self.dropped += characters(data);
             return &[];
         }
@@ -73,15 +73,17 @@ impl Kept {
                 self.bytes.truncate(start);
                 let rest = data.iter().position(|&byte| !is_continuation(byte)).unwrap_or(data.len());
                 self.dropped += 1 + characters(&data[rest..]);
-                self.cut = true;
                 return &[];
             }
         }
         self.bytes.extend_from_slice(&data[..at]);
         // At least one: a stream was cut exactly when it dropped something.
         self.dropped += characters(&data[at..]).max(1);
-        self.cut = true;
         &data[..at]
+    }
+
+    fn cut(&self) -> bool {
+        self.dropped > 0
     }
 }
 
@@ -196,7 +198,7 @@ impl Capture {
         let (stdout, stderr) = (std::mem::take(&mut streams.stdout), std::mem::take(&mut streams.stderr));
         let view = |kept: &Kept| {
             let mut text = text_view(&kept.bytes);
-            if kept.cut {
+            if kept.cut() {
                 text.push_str(&cut_mark(kept.dropped));
             }
             text
@@ -204,7 +206,7 @@ impl Capture {
         Output {
             stdout: view(&stdout),
             stderr: view(&stderr),
-            truncated: stdout.cut || stderr.cut,
+            truncated: stdout.cut() || stderr.cut(),
             stdout_dropped: stdout.dropped,
             stderr_dropped: stderr.dropped,
             stdout_bytes: stdout.bytes,

@@ -38,25 +38,25 @@ pub struct State {
     pending_timers: Arc<AtomicUsize>,
 }
 
-
-/// A pending timer, counted until it answers or is cancelled (its future dropped).
-struct TimerSlot(Arc<AtomicUsize>);
-
-impl Drop for TimerSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// What a callback call reserves at least, whatever its arguments' size (so many tiny calls
 /// left running count too).
 const MIN_RESERVATION: usize = 1024;
 
-/// The argument bytes one pending callback call holds; given back when it is dropped (the
-/// call answered, or was cancelled with its future).
+/// What one pending call holds of a shared count (a callback call's argument bytes, a timer's
+/// one place); given back when it is dropped (the call answered, or was cancelled with its
+/// future).
 struct Reservation {
     pending: Arc<AtomicUsize>,
     bytes: usize,
+}
+
+impl Reservation {
+    /// Adds `bytes` to `pending` until the reservation is dropped; answers what was pending
+    /// before.
+    fn take(pending: &Arc<AtomicUsize>, bytes: usize) -> (Reservation, usize) {
+        let before = pending.fetch_add(bytes, Ordering::SeqCst);
+        (Reservation { pending: pending.clone(), bytes }, before)
+    }
 }
 
 impl Drop for Reservation {
@@ -106,8 +106,7 @@ impl State {
                 calls.max_pending_bytes
             )));
         }
-        self.pending_bytes.fetch_add(reserved, Ordering::SeqCst);
-        let reservation = Reservation { pending: self.pending_bytes.clone(), bytes: reserved };
+        let (reservation, _) = Reservation::take(&self.pending_bytes, reserved);
         calls.made += 1;
         if calls.tracing {
             self.traces.push_host(serde_json::json!({"type": "callback_start", "name": name}));
@@ -218,8 +217,7 @@ impl<T> bindings::SandboxImportsWithStore<T> for HasSelf<State> {
 
     async fn timer(accessor: &Accessor<T, Self>, nanoseconds: u64) {
         let pending = accessor.with(|mut access| access.get().pending_timers.clone());
-        let before = pending.fetch_add(1, Ordering::SeqCst);
-        let _slot = TimerSlot(pending);
+        let (_slot, before) = Reservation::take(&pending, 1);
         if before < MAX_PENDING_TIMERS {
             tokio::time::sleep(Duration::from_nanos(nanoseconds)).await;
         }

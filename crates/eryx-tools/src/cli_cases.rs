@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use eryx_host::command::{CommandRuntime, Invocation, Streams};
+use eryx_host::command::{CommandRuntime, Finished, Invocation, Streams};
 use eryx_host::Manifest;
 
 /// Where a case's files are mounted inside the program.
@@ -64,12 +64,6 @@ impl Host<'_> {
     }
 }
 
-/// What a run under some host gave.
-struct Ran {
-    exit_status: i32,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,7 +143,6 @@ pub fn run_case(host: &Host, case: &Case) -> Result<(), String> {
     let finished = match host {
         Host::Ours(runtime) => runtime
             .run(&invocation, Streams::Capture { stdin: case.stdin.clone().into_bytes() })
-            .map(|finished| Ran { exit_status: finished.exit_status, stdout: finished.stdout, stderr: finished.stderr })
             .map_err(|error| format!("{error:#}"))?,
         Host::WasmtimeCli { program, variant } => run_wasmtime(program, variant, &invocation, case.stdin.as_bytes())?,
     };
@@ -186,7 +179,7 @@ pub fn run_case(host: &Host, case: &Case) -> Result<(), String> {
 
 /// `wasmtime run` of `variant`'s command component, as our runner would run it: the same
 /// directories, environment (`command::environment`), wasm stack and stdin; the timeout kills it.
-fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &Invocation, stdin: &[u8]) -> Result<Ran, String> {
+fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &Invocation, stdin: &[u8]) -> Result<Finished, String> {
     use std::io::Write;
     let component = variant.command_path.as_ref().ok_or("the manifest has no command form of this variant")?;
     let mut command = std::process::Command::new(program);
@@ -243,7 +236,7 @@ fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &
     };
     let _ = feeder.join();
     let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
-    Ok(Ran { exit_status: status.code().unwrap_or(-1), stdout, stderr })
+    Ok(Finished { exit_status: status.code().unwrap_or(-1), stdout, stderr })
 }
 
 fn excerpt(text: &str) -> String {

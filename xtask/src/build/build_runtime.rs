@@ -421,7 +421,6 @@ fn precompiled_info_path(artifact: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// The preview1 command adapter, checked against its pin.
 /// What the command's entry library imports of WASI itself (besides what the adapter does):
 /// `wasi:cli/exit`'s `exit-with-code`, stable since WASI 0.2.12, which carries a status the
 /// preview1 adapter cannot (it ends every non-zero `proc_exit` as plain failure).
@@ -450,6 +449,7 @@ fn embed_entry_world(library: &mut Vec<u8>, adapter: &[u8]) -> Result<()> {
         .context("embed the world in the entry library")
 }
 
+/// The preview1 command adapter, checked against its pin.
 fn command_adapter(lock: &crate::inputs::lock::Lock) -> Result<&'static [u8]> {
     let bytes = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let pin = &lock.command_adapter;
@@ -731,4 +731,3 @@ fn write_manifest(
     }
     Ok(path)
 }
-

@@ -43,37 +43,27 @@ pub fn run(workspace: &Workspace, args: &Args) -> Result<()> {
     let input = fs::canonicalize(&args.input).with_context(|| format!("read the requirements {}", args.input.display()))?;
     let scratch = Scratch::new(workspace)?;
     eprintln!("lock-packages: resolving {} for Python {SANDBOX_PYTHON}, pure-Python wheels only (pip)", input.display());
-    let pure_report = resolve(&args.python, &input, &scratch.path, Platform::Pure)?;
-    let packages = match &pure_report {
-        Ok(report) => parse_report(report)?,
+    let report = match resolve(&args.python, &input, &scratch.path, Platform::Pure)? {
+        Ok(report) => report,
         Err(pip_said) => {
-            let pip_said = pip_said.clone();
             // Which packages have no pure wheel: resolve again as for this machine, and name
             // the ones whose wheel is native.
-            let native = resolve(&args.python, &input, &scratch.path, Platform::ThisMachine)?;
-            let packages = match native {
+            let packages = match resolve(&args.python, &input, &scratch.path, Platform::ThisMachine)? {
                 Ok(report) => parse_report(&report)?,
                 Err(_) => bail!("pip could not resolve {}:\n{pip_said}", input.display()),
             };
             bail!("{}", refusal(&packages).unwrap_or(pip_said));
         }
     };
-    if let Some(refused) = refusal(&packages) {
+    let packages = parse_report(&report)?;
+    if let Some(refused) = refusal(&packages).or_else(|| evaluated_elsewhere(&report)) {
         bail!("{refused}");
-    }
-    if let Ok(report) = &pure_report {
-        if let Some(refused) = evaluated_elsewhere(report) {
-            bail!("{refused}");
-        }
     }
     let source = input.file_name().map_or_else(|| input.display().to_string(), |name| name.to_string_lossy().into_owned());
     let text = lock_text(&packages, &source);
-    // What is written reads back as what was resolved (a name pip reports twice, a version
-    // that is not one, would not).
-    let pins = read_lock(&text).context("the lock made from pip's report does not read back")?;
-    if pins.len() != packages.len() {
-        bail!("pip's report names {} packages, the lock holds {}: a package appears twice", packages.len(), pins.len());
-    }
+    // What is written reads back as a lock (a name pip reports twice, a version that is not
+    // one, would not).
+    read_lock(&text).context("the lock made from pip's report does not read back")?;
     write_atomic(&args.out, text.as_bytes())?;
     eprintln!("lock-packages: {} package(s) locked into {}", packages.len(), args.out.display());
     Ok(())

@@ -184,9 +184,7 @@ pub fn wasmtime_cli() -> Option<std::path::PathBuf> {
         return None;
     };
     let version = std::process::Command::new(&program).arg("--version").output().ok().map(|output| String::from_utf8_lossy(&output.stdout).into_owned());
-    // `wasmtime 49.0.3 (f96eabaa1 2026-10-14)`
-    let major = version.as_deref().and_then(|text| text.split_whitespace().nth(1)).and_then(|number| number.split('.').next()?.parse::<u32>().ok());
-    match major {
+    match version.as_deref().and_then(wasmtime_major) {
         Some(major) if major >= OLDEST_WASMTIME => Some(program),
         _ => {
             eprintln!(
@@ -196,5 +194,29 @@ pub fn wasmtime_cli() -> Option<std::path::PathBuf> {
             );
             None
         }
+    }
+}
+
+/// The major version in what `wasmtime --version` prints (`wasmtime 49.0.3 (f96eabaa1
+/// 2026-10-14)`).
+fn wasmtime_major(version: &str) -> Option<u32> {
+    let mut words = version.split_whitespace();
+    if words.next() != Some("wasmtime") {
+        return None;
+    }
+    words.next()?.split('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_wasmtime_new_enough_is_used() {
+        assert_eq!(wasmtime_major("wasmtime 49.0.3 (f96eabaa1 2026-10-14)\n"), Some(49));
+        assert_eq!(wasmtime_major("wasmtime 36.0.9"), Some(36));
+        assert!(wasmtime_major("wasmtime 36.0.9").unwrap() < OLDEST_WASMTIME, "36 lacks exit-with-code");
+        assert_eq!(wasmtime_major("wasmer 4.0.0"), None, "another program under the name");
+        assert_eq!(wasmtime_major(""), None);
     }
 }

@@ -112,11 +112,12 @@ pub fn run_python(workspace: &Workspace, cache: &Cache, sources: &Sources, args:
 }
 
 /// The command suite (`tests/cli`) on every variant's command form of `manifest`.
-pub fn run_cli_suite(workspace: &Workspace, sources: &Sources, manifest: &std::path::Path) -> Result<()> {
+/// Runs the command suite under this host, and under the wasmtime CLI `wasmtime` (a host we
+/// did not write) when there is one.
+pub fn run_cli_suite(workspace: &Workspace, sources: &Sources, manifest: &std::path::Path, wasmtime: Option<&std::path::Path>) -> Result<()> {
     let mut command = host_command(workspace, sources);
     command.arg("cli-cases").arg("--manifest").arg(manifest).arg("--cases").arg(workspace.path("tests/cli"));
-    // Under the wasmtime CLI too, a host we did not write, when one is installed.
-    match crate::inputs::system::wasmtime_cli() {
+    match wasmtime {
         Some(wasmtime) => {
             command.arg("--wasmtime").arg(wasmtime);
         }
