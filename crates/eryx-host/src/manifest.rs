@@ -40,6 +40,8 @@ pub struct VariantEntry {
     pub preinit_imports: Vec<String>,
     /// The command form (`python-<variant>.wasm`), when the build made one.
     pub command_path: Option<PathBuf>,
+    /// The command as a preview1 core module, for variants that have one.
+    pub core_module_path: Option<PathBuf>,
     pub stdlib: Option<StdlibMount>,
     pub env: BTreeMap<String, String>,
 }
@@ -57,6 +59,7 @@ impl VariantEntry {
             precompiled: None,
             preinit_imports: Vec::new(),
             command_path: None,
+            core_module_path: None,
             stdlib: None,
             env: BTreeMap::new(),
         }
@@ -99,6 +102,7 @@ struct RawStdlib {
 struct RawVariant {
     component: RawArtifact,
     command: Option<RawArtifact>,
+    core_module: Option<RawArtifact>,
     plain: Option<RawArtifact>,
     precompiled: Option<RawPrecompiled>,
     #[serde(default)]
@@ -133,6 +137,7 @@ impl Manifest {
                     }),
                     preinit_imports: variant.preinit_imports,
                     command_path: variant.command.map(|command| base.join(command.path)),
+                    core_module_path: variant.core_module.map(|module| base.join(module.path)),
                     stdlib: variant.stdlib.map(|stdlib| StdlibMount {
                         host_directory: base.join(stdlib.directory),
                         guest_path: stdlib.guest_path,

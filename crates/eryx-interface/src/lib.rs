@@ -87,6 +87,43 @@ pub fn check_command(bytes: &[u8], label: &str) -> Result<()> {
     Ok(())
 }
 
+/// The module a preview1 command imports everything from.
+pub const PREVIEW1_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Checks that `bytes` is a WASI preview1 command: a core module (not a component) that
+/// exports `_start` and its memory and imports nothing but [`PREVIEW1_MODULE`], so hosts that
+/// load only such modules (Node's `node:wasi`, browser shims) can run it.
+pub fn check_core_command(bytes: &[u8], label: &str) -> Result<()> {
+    use wasmparser::{Encoding, ExternalKind, Payload};
+    let mut exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.with_context(|| format!("{label} is not a readable wasm module"))? {
+            Payload::Version { encoding: Encoding::Component, .. } => bail!("{label} is a component, not a core module"),
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.with_context(|| format!("read the imports of {label}"))?;
+                    if import.module != PREVIEW1_MODULE {
+                        bail!("{label} imports `{}` from `{}`: a preview1 command imports only from {PREVIEW1_MODULE}", import.name, import.module);
+                    }
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.with_context(|| format!("read the exports of {label}"))?;
+                    exports.push((export.name.to_owned(), export.kind));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, kind) in [("_start", ExternalKind::Func), ("memory", ExternalKind::Memory)] {
+        if !exports.iter().any(|(exported, exported_kind)| exported == name && *exported_kind == kind) {
+            bail!("{label} is not a preview1 command: it does not export `{name}`");
+        }
+    }
+    Ok(())
+}
+
 /// The functions a world exports or imports at its top level, by name.
 fn functions<'a>(items: impl Iterator<Item = (&'a WorldKey, &'a WorldItem)>) -> Vec<(String, &'a Function)> {
     items
@@ -298,5 +335,41 @@ mod tests {
     fn bytes_that_are_no_component_are_an_error() {
         let error = format!("{:#}", check_component(b"\0asm\x01\0\0\0", "core.wasm").unwrap_err());
         assert!(error.contains("core.wasm"), "{error}");
+    }
+
+    /// A core module importing one function from `import_module`, with one function and one
+    /// memory, exporting them under the names given.
+    fn core_module(import_module: &str, function_export: &str, memory_export: &str) -> Vec<u8> {
+        fn name(text: &str) -> Vec<u8> {
+            let mut bytes = vec![text.len() as u8];
+            bytes.extend_from_slice(text.as_bytes());
+            bytes
+        }
+        fn section(id: u8, contents: Vec<u8>) -> Vec<u8> {
+            let mut bytes = vec![id, contents.len() as u8];
+            bytes.extend(contents);
+            bytes
+        }
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.extend(section(1, vec![1, 0x60, 0, 0]));
+        module.extend(section(2, [vec![1], name(import_module), name("fd_write"), vec![0x00, 0]].concat()));
+        module.extend(section(3, vec![1, 0]));
+        module.extend(section(5, vec![1, 0x00, 1]));
+        module.extend(section(7, [vec![2], name(function_export), vec![0x00, 1], name(memory_export), vec![0x02, 0]].concat()));
+        module.extend(section(10, vec![1, 2, 0, 0x0b]));
+        module
+    }
+
+    #[test]
+    fn a_preview1_command_module_passes_and_others_are_named() {
+        check_core_command(&core_module(PREVIEW1_MODULE, "_start", "memory"), "python.core.wasm").unwrap();
+        let error = format!("{:#}", check_core_command(&core_module("env", "_start", "memory"), "python.core.wasm").unwrap_err());
+        assert!(error.contains("imports `fd_write` from `env`"), "{error}");
+        let error = format!("{:#}", check_core_command(&core_module(PREVIEW1_MODULE, "_initialize", "memory"), "python.core.wasm").unwrap_err());
+        assert!(error.contains("does not export `_start`"), "{error}");
+        let error = format!("{:#}", check_core_command(&core_module(PREVIEW1_MODULE, "_start", "mem"), "python.core.wasm").unwrap_err());
+        assert!(error.contains("does not export `memory`"), "{error}");
+        let error = format!("{:#}", check_core_command(&component_for(WORLD_WIT), "runtime-test.wasm").unwrap_err());
+        assert!(error.contains("is a component, not a core module"), "{error}");
     }
 }

@@ -10,6 +10,8 @@
 // build with a toolchain that allows it (a nightly, or Debian's rustc with RUSTC_BOOTSTRAP=1).
 #![feature(exitcode_exit_method)]
 
+use std::io::IsTerminal;
+
 use eryx_guest_abi::{calls, python_runtime, Backend, ExecuteOptions, StateSnapshot};
 use rustpython::vm::builtins::{PyBytes, PyDictRef, PyStr, PyStrRef, PyTuple};
 use rustpython::vm::scope::Scope;
@@ -226,15 +228,56 @@ fn describe(vm: &VirtualMachine, error: rustpython::vm::builtins::PyBaseExceptio
     text.trim_end().to_owned()
 }
 
-/// The entry point of `python-rustpython.wasm`, the command form of this guest: RustPython's
-/// own command line (`-c`, scripts, `-m`, stdin), with the frozen stdlib. The component's
-/// linker runs the library constructors before it, and the preview1 command adapter calls it
-/// from `wasi:cli/run`.
+/// The program's `main` (wasi-libc's `__main_void` calls it with the arguments) in both
+/// command forms of this guest: `python-rustpython.wasm` (whose `_start` is
+/// `crates/eryx-guest-abi/command_entry.c`; the component's linker has run the library
+/// constructors) and the core module `python-rustpython.core.wasm` (wasi-libc's own `_start`).
+/// RustPython's own command line (`-c`, scripts, `-m`), with the frozen stdlib; a script on
+/// a stdin that is not a terminal runs whole, as in `python3` (RustPython alone would read it
+/// as an interactive session, line by line).
 #[no_mangle]
-pub extern "C" fn _start() {
+pub extern "C" fn __main_argc_argv(_argc: i32, _argv: *const *const u8) -> i32 {
     let builder = InterpreterBuilder::new().init_stdlib();
-    // `rustpython::run` answers an `ExitCode` (from `sys.exit(N)`, 1 after an uncaught
-    // exception); end the process with exactly that status (its `exit` is the command's own,
-    // command_exit.c, which carries a failing status out).
-    rustpython::run(builder).exit_process()
+    match rustpython::parse_opts() {
+        Ok((settings, rustpython::RunMode::Repl)) if !settings.inspect && !std::io::stdin().is_terminal() => {
+            run_stdin_script(builder, settings)
+        }
+        // `rustpython::run` parses the options again (and reports what is wrong with them); it
+        // answers an `ExitCode` (from `sys.exit(N)`, 1 after an uncaught exception). End the
+        // process with exactly that status: in the component, `exit` is the command's own
+        // (command_entry.c), which carries a failing status out; in the core module, libc's,
+        // whose `proc_exit` carries it natively.
+        _ => rustpython::run(builder).exit_process(),
+    }
+}
+
+/// `python3 -` and `python3 < file`: the whole of stdin is the `__main__` script, named
+/// `<stdin>`, with `sys.path[0] == ''`; the same start-up as `rustpython::run` otherwise
+/// (`warnings`, then `site`, then the path).
+fn run_stdin_script(builder: InterpreterBuilder, settings: Settings) -> ! {
+    use std::io::Read;
+    // What `rustpython::run` does on WASI: a POSIX shell's working directory.
+    if let Ok(directory) = std::env::var("PWD") {
+        let _ = std::env::set_current_dir(directory);
+    }
+    let safe_path = settings.safe_path;
+    let interpreter = builder.settings(settings).interpreter();
+    let status = interpreter.run(|vm| {
+        let scope = vm.new_scope_with_main()?;
+        let _ = vm.import("warnings", 0);
+        let _ = vm.import("site", 0);
+        if !safe_path {
+            vm.insert_sys_path(vm.new_pyobj(String::new()))?;
+        }
+        let mut source = Vec::new();
+        std::io::stdin().read_to_end(&mut source).map_err(|error| vm.new_os_error(format!("read the script from stdin: {error}")))?;
+        let source = String::from_utf8(source)
+            .map_err(|error| {
+            let message = format!("(unicode error) the script on stdin is not UTF-8: {error}");
+            vm.new_exception_msg(vm.ctx.exceptions.syntax_error.to_owned(), message.into())
+        })?;
+        vm.run_string(scope, &source, "<stdin>").map(drop)
+    });
+    // Only the low 8 bits travel, as on POSIX.
+    std::process::exit((status & 0xff) as i32)
 }

@@ -11,15 +11,21 @@
 //! env = { GREETING = "hi" }
 //! exit = 0                     # the expected exit status (default 0)
 //! stdout = "['a', 'b']\n"      # exact; or stdout_contains = [...]
-//! stderr_contains = []
+//! stderr = ""                  # exact; or stderr_contains = [...]
 //! files_after = { "out.txt" = "written\n" }                       # exact contents after the run
 //! skip = { rustpython = "why this variant differs" }          # per variant, under our host;
 //!                                                             # `"rustpython@wasmtime"` under
-//!                                                             # the wasmtime CLI
+//!                                                             # the wasmtime CLI,
+//!                                                             # `"rustpython@node"` (the core
+//!                                                             # module under `node:wasi`)
+//! not_on = { "rustpython@node" = "why" }  # not run at all on that host: for a host we did
+//!                                          # not write that crashes on the case itself
 //! ```
 //!
 //! A skipped case still runs: if it passes, that is reported as a failure ("remove the
-//! skip"), so a fixed divergence cannot go unnoticed.
+//! skip"), so a fixed divergence cannot go unnoticed. `not_on` is for what cannot be run to a
+//! verdict (the host itself crashes, sometimes): it is reported on every run, never counted as
+//! passed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +49,10 @@ pub struct Args {
     /// `wasmtime run` with the same arguments, directories, environment and stdin
     #[arg(long, value_name = "PROGRAM")]
     pub wasmtime: Option<PathBuf>,
+    /// Also run every case, for variants with a core module, under this Node's own WASI
+    /// (`node:wasi`), with the same arguments, directories, environment and stdin
+    #[arg(long, value_name = "PROGRAM")]
+    pub node: Option<PathBuf>,
 }
 
 /// Where a case runs.
@@ -51,15 +61,18 @@ pub enum Host<'a> {
     Ours(&'a CommandRuntime),
     /// `wasmtime run` of the variant's command component.
     WasmtimeCli { program: &'a Path, variant: &'a eryx_host::VariantEntry },
+    /// The variant's core module under Node's `node:wasi`.
+    NodeWasi { program: &'a Path, variant: &'a eryx_host::VariantEntry },
 }
 
 impl Host<'_> {
     /// The name a case's `skip` uses for this host and `variant`: the variant's name under our
-    /// host, `<variant>@wasmtime` under the wasmtime CLI.
+    /// host, `<variant>@wasmtime` under the wasmtime CLI, `<variant>@node` under Node.
     fn label(&self, variant: &str) -> String {
         match self {
             Host::Ours(_) => variant.to_owned(),
             Host::WasmtimeCli { .. } => format!("{variant}@wasmtime"),
+            Host::NodeWasi { .. } => format!("{variant}@node"),
         }
     }
 }
@@ -87,12 +100,15 @@ pub struct Case {
     pub stdout: Option<String>,
     #[serde(default)]
     pub stdout_contains: Vec<String>,
+    pub stderr: Option<String>,
     #[serde(default)]
     pub stderr_contains: Vec<String>,
     #[serde(default)]
     pub files_after: BTreeMap<String, String>,
     #[serde(default)]
     pub skip: BTreeMap<String, String>,
+    #[serde(default)]
+    pub not_on: BTreeMap<String, String>,
     pub timeout_ms: Option<u64>,
     #[serde(skip)]
     pub file: PathBuf,
@@ -145,6 +161,7 @@ pub fn run_case(host: &Host, case: &Case) -> Result<(), String> {
             .run(&invocation, Streams::Capture { stdin: case.stdin.clone().into_bytes() })
             .map_err(|error| format!("{error:#}"))?,
         Host::WasmtimeCli { program, variant } => run_wasmtime(program, variant, &invocation, case.stdin.as_bytes())?,
+        Host::NodeWasi { program, variant } => run_node(program, variant, &invocation, case.stdin.as_bytes())?,
     };
     let stdout = String::from_utf8_lossy(&finished.stdout);
     let stderr = String::from_utf8_lossy(&finished.stderr);
@@ -160,6 +177,11 @@ pub fn run_case(host: &Host, case: &Case) -> Result<(), String> {
     for needle in &case.stdout_contains {
         if !stdout.contains(needle.as_str()) {
             return Err(format!("stdout lacks {needle:?}{}", context()));
+        }
+    }
+    if let Some(expected) = &case.stderr {
+        if *expected != stderr {
+            return Err(format!("stderr is {:?}, expected {expected:?}{}", excerpt(&stderr), context()));
         }
     }
     for needle in &case.stderr_contains {
@@ -180,7 +202,6 @@ pub fn run_case(host: &Host, case: &Case) -> Result<(), String> {
 /// `wasmtime run` of `variant`'s command component, as our runner would run it: the same
 /// directories, environment (`command::environment`), wasm stack and stdin; the timeout kills it.
 fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &Invocation, stdin: &[u8]) -> Result<Finished, String> {
-    use std::io::Write;
     let component = variant.command_path.as_ref().ok_or("the manifest has no command form of this variant")?;
     let mut command = std::process::Command::new(program);
     command.args(["run", "--argv0", "python"]).args([
@@ -199,8 +220,44 @@ fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &
         command.arg("--env").arg(format!("{key}={value}"));
     }
     command.arg(component).args(&invocation.args);
+    run_program(command, stdin, invocation.timeout)
+}
+
+/// Node's `node:wasi` running `variant`'s core module (`node/run_core_module.mjs`), as our
+/// runner would run the command: the same arguments (after `python` as the program name),
+/// directories, environment and wasm stack; the timeout kills it. Node sets no memory limit
+/// of its own.
+fn run_node(program: &Path, variant: &eryx_host::VariantEntry, invocation: &Invocation, stdin: &[u8]) -> Result<Finished, String> {
+    let module = variant.core_module_path.as_ref().ok_or("the manifest has no core module of this variant")?;
+    let mut preopens = serde_json::Map::new();
+    if let Some(stdlib) = &variant.stdlib {
+        preopens.insert(stdlib.guest_path.clone(), stdlib.host_directory.display().to_string().into());
+    }
+    for (host, guest) in &invocation.dirs {
+        preopens.insert(guest.clone(), host.display().to_string().into());
+    }
+    let spec = serde_json::json!({
+        "module": module,
+        "args": std::iter::once("python").chain(invocation.args.iter().map(String::as_str)).collect::<Vec<_>>(),
+        "env": eryx_host::command::environment(&variant.env, &invocation.env).into_iter().collect::<BTreeMap<_, _>>(),
+        "preopens": preopens,
+        "stackMiB": eryx_host::engine::MAX_WASM_STACK >> 20,
+    });
+    let mut command = std::process::Command::new(program);
+    // `node:wasi` still says it is experimental on every start.
+    command.args(["--no-warnings", "--input-type=module", "-e", NODE_RUNNER, "--"]).arg(spec.to_string());
+    run_program(command, stdin, invocation.timeout)
+}
+
+/// The script [`run_node`] gives Node.
+const NODE_RUNNER: &str = include_str!("node/run_core_module.mjs");
+
+/// Runs a host program with `stdin`, collecting its output; the timeout kills it.
+fn run_program(mut command: std::process::Command, stdin: &[u8], timeout: Duration) -> Result<Finished, String> {
+    use std::io::Write;
+    let program = command.get_program().to_string_lossy().into_owned();
     command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().map_err(|error| format!("start {}: {error}", program.display()))?;
+    let mut child = command.spawn().map_err(|error| format!("start {program}: {error}"))?;
     // Fed and drained on threads of their own: a program that writes more than a pipe holds
     // must not wait on us while we wait on it.
     let mut input = child.stdin.take().expect("piped");
@@ -226,17 +283,25 @@ fn run_wasmtime(program: &Path, variant: &eryx_host::VariantEntry, invocation: &
         }
         match state.map_err(|error| error.to_string())? {
             Some(status) => break status,
-            None if started.elapsed() > invocation.timeout => {
+            None if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("wasmtime ran longer than the timeout of {} ms", invocation.timeout.as_millis()));
+                return Err(format!("{program} ran longer than the timeout of {} ms", timeout.as_millis()));
             }
             None => std::thread::sleep(Duration::from_millis(10)),
         }
     };
     let _ = feeder.join();
     let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
-    Ok(Finished { exit_status: status.code().unwrap_or(-1), stdout, stderr })
+    let Some(exit_status) = status.code() else {
+        use std::os::unix::process::ExitStatusExt;
+        return Err(format!(
+            "{program} was killed by signal {}; stderr: {:?}",
+            status.signal().unwrap_or_default(),
+            excerpt(&String::from_utf8_lossy(&stderr))
+        ));
+    };
+    Ok(Finished { exit_status, stdout, stderr })
 }
 
 fn excerpt(text: &str) -> String {
@@ -262,6 +327,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         if let Some(program) = &args.wasmtime {
             failures += run_suite_on(&Host::WasmtimeCli { program, variant: &entry }, name, &cases);
         }
+        if let (Some(program), Some(_)) = (&args.node, &entry.core_module_path) {
+            failures += run_suite_on(&Host::NodeWasi { program, variant: &entry }, name, &cases);
+        }
     }
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -271,8 +339,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 fn run_suite_on(host: &Host, variant: &str, cases: &[Case]) -> usize {
     let label = host.label(variant);
     let started = std::time::Instant::now();
-    let (mut passed, mut skipped, mut failures) = (0, 0, 0);
+    let (mut passed, mut skipped, mut failures, mut not_run) = (0, 0, 0, 0);
     for case in cases {
+        if let Some(reason) = case.not_on.get(&label) {
+            not_run += 1;
+            println!("not run {label} {}: {reason}", case.name);
+            continue;
+        }
         match (run_case(host, case), case.skip.get(&label)) {
             (Ok(()), None) => passed += 1,
             (Ok(()), Some(reason)) => {
@@ -290,7 +363,7 @@ fn run_suite_on(host: &Host, variant: &str, cases: &[Case]) -> usize {
         }
     }
     println!(
-        "command suite, {label}: {passed} passed, {skipped} skipped, {failures} failed of {} in {:.1}s",
+        "command suite, {label}: {passed} passed, {skipped} skipped, {not_run} not run, {failures} failed of {} in {:.1}s",
         cases.len(),
         started.elapsed().as_secs_f64()
     );

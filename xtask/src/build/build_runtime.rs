@@ -1,5 +1,6 @@
 //! `cargo xtask build-runtime`: pinned inputs → `target/eryx/runtime-<variant>.wasm` (the
-//! sandbox), `target/eryx/python-<variant>.wasm` (the same interpreter as a WASI command) and
+//! sandbox), `target/eryx/python-<variant>.wasm` (the same interpreter as a WASI command),
+//! `target/eryx/python-rustpython.core.wasm` (that command as a preview1 core module) and
 //! `target/eryx/manifest.json`. The steps, each skipped when its inputs are unchanged:
 //!
 //! 1. the guest staticlib (`-Z build-std`, PIC, its own target directory, the pinned
@@ -12,7 +13,9 @@
 //! 6. the component, linked by wit-component's `Linker` from the pinned libraries;
 //! 7. the command form: an entry library defining `_start` (the interpreter's own main) and
 //!    a `wasi:cli/command` component from the same libraries with the command adapter;
-//! 8. the manifest: every artifact's path, size and sha256, and the pins that made it.
+//! 8. the core module (variants that have one): the staticlib and stubs statically linked
+//!    with the pinned wasi-libc (`[[unpacked-debs]]`);
+//! 9. the manifest: every artifact's path, size and sha256, and the pins that made it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -132,7 +135,8 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
         eprintln!("  up to date: {}", runner.skipped.join(", "));
     }
     for variant in &variants {
-        for component in [variant.plain_component(), variant.component.to_owned(), variant.precompiled(), variant.command.component.to_owned()] {
+        let forms = [variant.plain_component(), variant.component.to_owned(), variant.precompiled(), variant.command.component.to_owned()];
+        for component in forms.into_iter().chain(variant.core_module.map(str::to_owned)) {
             let path = artifacts.join(&component);
             let size = fs::metadata(&path)?.len();
             eprintln!("  {component:<28} {:>8.1} MiB  {}", size as f64 / 1048576.0, path.display());
@@ -314,8 +318,8 @@ fn build_variant(
     let entry_library = build_dir.join(command.library);
     let mut exports: Vec<String> = command.exports.iter().map(|name| name.to_string()).collect();
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
-    let staticlib = command.uses_staticlib.then_some(staticlib.as_path());
-    link_library(variant, fetched, clang_version, staticlib, &objects, &exports, &entry_library, runner)?;
+    let entry_staticlib = command.uses_staticlib.then_some(staticlib.as_path());
+    link_library(variant, fetched, clang_version, entry_staticlib, &objects, &exports, &entry_library, runner)?;
     let adapter = command_adapter(&fetched.lock)?;
     let entry_with_world = build_dir.join(format!("world-{}", command.library));
     embed_entry_world_step(variant, &entry_library, adapter, &entry_with_world, runner)?;
@@ -324,6 +328,76 @@ fn build_variant(
     let mut libraries = vec![(command.library.to_owned(), entry_with_world)];
     libraries.extend(pinned);
     link_component_step(linking, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
+
+    // 8. The core module: the same staticlib and stubs as one wasm32-wasip1 program.
+    if let Some(core_module) = variant.core_module {
+        link_core_module(workspace, fetched, clang_version, variant, &build_dir, &staticlib, &artifacts.join(core_module), runner)?;
+    }
+    Ok(())
+}
+
+/// The static libraries of wasi-libc's emulations the guest uses (the component links their
+/// shared forms, [`variant::WASI_LIBRARIES`]).
+const STATIC_WASI_EMULATIONS: &[&str] =
+    &["-lwasi-emulated-mman", "-lwasi-emulated-process-clocks", "-lwasi-emulated-getpid", "-lwasi-emulated-signal"];
+
+/// Links a variant's core module: its staticlib and C stubs (compiled here against the pinned
+/// wasi-libc's own headers) with that wasi-libc's static C library and start files, so
+/// wasi-libc's `_start` runs the constructors, calls the guest's `main` and ends the program
+/// with `proc_exit(status)`. The shadow stack is the sandbox's; the name section and debug
+/// information are dropped, and unused code is collected.
+#[allow(clippy::too_many_arguments)]
+fn link_core_module(
+    workspace: &Workspace,
+    fetched: &Fetched,
+    clang_version: &str,
+    variant: &Variant,
+    build_dir: &Path,
+    staticlib: &Path,
+    output: &Path,
+    runner: &mut Runner,
+) -> Result<()> {
+    let sysroot = fetched.wasi_libc.root.join("usr");
+    let name = output.file_name().context("a module has a file name")?.to_string_lossy().into_owned();
+    let target = &["--target=wasm32-wasi".to_owned(), format!("--sysroot={}", sysroot.display())];
+    let compile_flags = &["-O2"];
+    // wasi-libc's `__main_void` names `main` (`__main_argc_argv`) only weakly, which pulls
+    // nothing out of an archive: the guest's is asked for by name. The stack comes first in
+    // memory, as in the components: RustPython guesses where its stack ends (8 MiB below where
+    // it starts, or address 0), which holds only then, and an overflow traps at address 0
+    // instead of writing over the data.
+    let mut link_flags: Vec<String> =
+        ["-fuse-ld=lld", "-Wl,--undefined=__main_argc_argv", "-Wl,--stack-first", "-Wl,--gc-sections", "-Wl,--strip-all"]
+            .map(str::to_owned)
+            .to_vec();
+    link_flags.push(format!("-Wl,-z,stack-size={}", variant.shadow_stack_bytes));
+    let mut inputs = Fingerprint::default();
+    inputs.file(staticlib)?.text("clang", clang_version).text("wasi-libc tree", &fetched.wasi_libc.digest);
+    inputs.text("compile flags", &compile_flags.join(" ")).text("link flags", &link_flags.join(" "));
+    inputs.text("emulations", &STATIC_WASI_EMULATIONS.join(" "));
+    for stub in variant.c_stubs {
+        inputs.file(&workspace.path(stub))?;
+    }
+    runner.step(&format!("{}: link {name}", variant.name), &inputs, &[output], || {
+        let shell = Shell::new()?;
+        let clang = &fetched.wasi.clang;
+        let core_dir = build_dir.join("core");
+        fs::create_dir_all(&core_dir)?;
+        let mut objects = Vec::new();
+        for stub in variant.c_stubs {
+            let source = workspace.path(stub);
+            let object = core_dir.join(Path::new(stub).with_extension("o").file_name().context("a C source has a file name")?);
+            cmd!(shell, "{clang} {target...} {compile_flags...} -c {source} -o {object}").quiet().run().with_context(|| format!("compile {stub} for {name}"))?;
+            objects.push(object);
+        }
+        let temporary = cache::temporary_sibling(output);
+        cmd!(shell, "{clang} {target...} {link_flags...} {staticlib} {objects...} {STATIC_WASI_EMULATIONS...} -o {temporary}")
+        .quiet()
+        .run()
+        .with_context(|| format!("link {name}"))?;
+        fs::rename(&temporary, output)?;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -690,6 +764,10 @@ fn write_manifest(
             "precompiled": precompiled,
             "preinit_imports": variant.preinit_imports,
             "command": artifact_entry(&artifacts, &artifacts.join(variant.command.component))?,
+            "core_module": match variant.core_module {
+                Some(module) => artifact_entry(&artifacts, &artifacts.join(module))?,
+                None => serde_json::Value::Null,
+            },
             "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
             "pinned_libraries": variant.pinned_libraries(),
             "env": {},
@@ -718,6 +796,10 @@ fn write_manifest(
             },
             "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
             "wasi_toolchain": { "provider": fetched.wasi.provider, "clang": clang_version, "wasi_sdk_pin": lock.wasi_sdk.version },
+            "static_wasi_libc": {
+                "package": lock.unpacked_deb(fetch::WASI_LIBC_PACKAGE)?.file,
+                "sha256": lock.unpacked_deb(fetch::WASI_LIBC_PACKAGE)?.sha256,
+            },
             "guest_rust": { "version": fetched.rust.version, "target": lock.rust_guest.target, "rustflags": GUEST_RUSTFLAGS, "remapped_paths": [REMAPPED_WORKSPACE, REMAPPED_CARGO_HOME], "source_date_epoch": stamp::SOURCE_DATE_EPOCH },
         },
     });

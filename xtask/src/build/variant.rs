@@ -34,6 +34,11 @@ pub struct Variant {
     pub shadow_stack_bytes: u32,
     /// The same interpreter as a plain WASI program.
     pub command: CommandForm,
+    /// The command as a preview1 core module (`wasm32-wasip1`, exporting `_start`): the guest
+    /// staticlib and the stubs statically linked with the pinned wasi-libc, for hosts that
+    /// load no components (Node's `node:wasi`, browser shims). Only a guest whose staticlib
+    /// holds the whole interpreter has one (CPython's comes as shared libraries).
+    pub core_module: Option<&'static str>,
 }
 
 /// The command form of a variant: `python-<variant>.wasm`, a `wasi:cli/command` component
@@ -67,9 +72,10 @@ const PREINIT_IMPORTS: &[&str] = &[
 ];
 
 const ABI_SOURCES: &str = "crates/eryx-guest-abi";
-/// `exit` and `_exit` of both command forms, which carry a failing status out through
-/// `wasi:cli/exit`'s `exit-with-code` (they replace libc's: the entry library links first).
-const COMMAND_EXIT: &str = "crates/eryx-guest-abi/command_exit.c";
+/// `_start`, `exit` and `_exit` of both command components: `exit` and `_exit` carry a failing
+/// status out through `wasi:cli/exit`'s `exit-with-code` (they replace libc's: the entry
+/// library links first).
+const COMMAND_ENTRY: &str = "crates/eryx-guest-abi/command_entry.c";
 /// The guests' own cargo workspace (see its comment for why it is `crates/`).
 pub const GUEST_WORKSPACE_MANIFEST: &str = "crates/Cargo.toml";
 const GUEST_LOCK: &str = "crates/Cargo.lock";
@@ -93,10 +99,11 @@ pub const CPYTHON: Variant = Variant {
     command: CommandForm {
         component: "python-cpython.wasm",
         library: "libpython_main.so",
-        c_sources: &["crates/eryx-wasm-runtime/python_main.c", COMMAND_EXIT],
+        c_sources: &["crates/eryx-wasm-runtime/python_main.c", COMMAND_ENTRY],
         uses_staticlib: false,
         exports: &["_start", "__main_argc_argv", "exit", "_exit"],
     },
+    core_module: None,
 };
 
 /// RustPython as a library, its stdlib frozen in: nothing to mount, no libpython, no C++.
@@ -126,10 +133,11 @@ pub const RUSTPYTHON: Variant = Variant {
     command: CommandForm {
         component: "python-rustpython.wasm",
         library: "liberyx_rustpython_main.so",
-        c_sources: &[COMMAND_EXIT],
+        c_sources: &[COMMAND_ENTRY],
         uses_staticlib: true,
-        exports: &["_start", "exit", "_exit"],
+        exports: &["_start", "__main_argc_argv", "exit", "_exit"],
     },
+    core_module: Some("python-rustpython.core.wasm"),
 };
 
 pub const ALL: &[Variant] = &[CPYTHON, RUSTPYTHON];

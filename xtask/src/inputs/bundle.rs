@@ -9,7 +9,7 @@
 //! DIR/vendor-manifest.json   the schema, and the Cargo.lock files the bundle was made for
 //! DIR/crates/                `cargo vendor --versioned-dirs`: host, guests, Rust's std
 //! DIR/wheels/                the pinned CPython wheel
-//! DIR/debs/                  the pinned Debian packages (`[[debian-debs]]`)
+//! DIR/debs/                  the pinned Debian packages (`[[debian-debs]]` and `[[unpacked-debs]]`)
 //! DIR/sources/               the pinned `.crate`s the build patches (`[[patched-crates]]`)
 //! DIR/cargo-config.toml      source replacement for every cargo build, `net.offline`:
 //!                            generated from the directory's name, checked byte for byte

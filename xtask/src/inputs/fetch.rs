@@ -15,7 +15,11 @@ use crate::inputs::lock::Lock;
 use crate::inputs::members;
 use crate::inputs::sources::Sources;
 use crate::inputs::toolchain::{self, RustGuestToolchain, WasiToolchain};
+use crate::inputs::unpacked::{self, Unpacked};
 use crate::workspace::Workspace;
+
+/// The `[[unpacked-debs]]` package whose static C library the core module links.
+pub const WASI_LIBC_PACKAGE: &str = "wasi-libc";
 
 /// Everything the guest build needs, verified.
 pub struct Fetched {
@@ -24,6 +28,8 @@ pub struct Fetched {
     pub rust: RustGuestToolchain,
     /// CPython member name → its verified cache entry.
     pub members: BTreeMap<String, PathBuf>,
+    /// The unpacked pinned wasi-libc package (`[[unpacked-debs]]`).
+    pub wasi_libc: Unpacked,
 }
 
 #[derive(clap::Args, Default)]
@@ -49,10 +55,11 @@ pub fn resolve(workspace: &Workspace, cache: &Cache, sources: &Sources, retry_do
     let members = cpython_members(&lock, cache, sources)?;
     let wasi = toolchain::wasi(&lock, cache, sources, retry_downloads)?;
     let rust = toolchain::rust_guest(&lock, sources)?;
+    let wasi_libc = unpacked::root(cache, sources, lock.unpacked_deb(WASI_LIBC_PACKAGE)?)?;
     // The guest workspace's `[patch]` points at the derived crates: no cargo command on it
     // works before they exist.
     crate::inputs::patch::ensure_all(workspace, cache, sources, &lock.patched_crates)?;
-    Ok(Fetched { lock, wasi, rust, members })
+    Ok(Fetched { lock, wasi, rust, members, wasi_libc })
 }
 
 /// The CPython members, from the cache when all are there; otherwise from the wheel

@@ -21,6 +21,9 @@ pub struct Lock {
     pub debian_debs: Vec<DebianDeb>,
     #[serde(rename = "patched-crates")]
     pub patched_crates: Vec<PatchedCrate>,
+    /// Debian packages used as files (unpacked into the cache), never installed.
+    #[serde(rename = "unpacked-debs", default)]
+    pub unpacked_debs: Vec<UnpackedDeb>,
     /// The trust anchor of offline builds (absent until `cargo xtask vendor --update-pin`).
     #[serde(rename = "vendor-bundle", default)]
     pub vendor_bundle: Option<VendorBundlePin>,
@@ -51,6 +54,20 @@ pub struct CommandAdapterPin {
 pub struct DebianDeb {
     pub package: String,
     pub version: String,
+    /// The file name `apt-get download` writes.
+    pub file: String,
+    pub sha256: String,
+}
+
+/// A `.deb` of any suite of the machine's Debian archive, used as files: fetched with
+/// `apt-get download` through a private apt configuration for `suite`, checked against
+/// `sha256` and unpacked into the cache (`inputs/unpacked.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpackedDeb {
+    pub package: String,
+    pub version: String,
+    pub suite: String,
     /// The file name `apt-get download` writes.
     pub file: String,
     pub sha256: String,
@@ -223,6 +240,15 @@ impl Lock {
         for deb in &self.debian_debs {
             digests.push((format!("debian package {}", deb.file), &deb.sha256));
         }
+        for deb in &self.unpacked_debs {
+            digests.push((format!("unpacked debian package {}", deb.file), &deb.sha256));
+            if !deb.file.ends_with(".deb") || deb.file.contains('/') || deb.file.starts_with('.') {
+                bail!("unpacked debian package `{}`: `file` must be a plain .deb file name", deb.file);
+            }
+            if deb.suite.is_empty() || !deb.suite.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-') {
+                bail!("unpacked debian package {}: suite `{}` is not a Debian suite name", deb.file, deb.suite);
+            }
+        }
         for patched in &self.patched_crates {
             digests.push((format!("patched crate {}", patched.name), &patched.crate_sha256));
             for file in &patched.files {
@@ -243,6 +269,14 @@ impl Lock {
             }
         }
         Ok(())
+    }
+
+    /// The `[[unpacked-debs]]` entry of `package`.
+    pub fn unpacked_deb(&self, package: &str) -> Result<&UnpackedDeb> {
+        self.unpacked_debs
+            .iter()
+            .find(|deb| deb.package == package)
+            .with_context(|| format!("toolchains.lock has no `[[unpacked-debs]]` entry for {package}"))
     }
 
     /// The pinned wheel for this host, or an error naming the platforms that are pinned.

@@ -20,3 +20,4 @@ pub(crate) mod sources;
 pub(crate) mod stamp;
 pub(crate) mod system;
 pub(crate) mod toolchain;
+pub(crate) mod unpacked;

@@ -207,9 +207,45 @@ fn wasmtime_major(version: &str) -> Option<u32> {
     words.next()?.split('.').next()?.parse().ok()
 }
 
+/// The oldest Node whose `node:wasi` takes `version: 'preview1'` (the runner asks for it).
+const OLDEST_NODE: u32 = 20;
+
+/// The Node on the PATH, when there is one whose `node:wasi` runs the core module; says on
+/// stderr why not otherwise.
+pub fn node_cli() -> Option<std::path::PathBuf> {
+    let Some(program) = which("node") else {
+        eprintln!("note: Node is not installed: the core module's command suite under node:wasi is skipped");
+        return None;
+    };
+    let version = tool_version(&program);
+    match version.as_deref().and_then(node_major) {
+        Some(major) if major >= OLDEST_NODE => Some(program),
+        _ => {
+            eprintln!(
+                "note: {} answers {:?}: the core module's runner needs Node {OLDEST_NODE} or later; not using it",
+                program.display(),
+                version.unwrap_or_default()
+            );
+            None
+        }
+    }
+}
+
+/// The major version in what `node --version` prints (`v20.20.2`).
+fn node_major(version: &str) -> Option<u32> {
+    version.trim().strip_prefix('v')?.split('.').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_node_new_enough_is_used() {
+        assert_eq!(node_major("v20.20.2\n"), Some(20));
+        assert!(node_major("v18.19.0").unwrap() < OLDEST_NODE, "18's node:wasi has no `version`");
+        assert_eq!(node_major("20.1.0"), None, "not what node prints");
+    }
 
     #[test]
     fn only_a_wasmtime_new_enough_is_used() {

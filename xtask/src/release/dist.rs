@@ -3,6 +3,7 @@
 //! ```text
 //! target/dist/runtime-cpython.wasm, runtime-rustpython.wasm   the sandbox components
 //! target/dist/python-cpython.wasm, python-rustpython.wasm     the WASI commands
+//! target/dist/python-rustpython.core.wasm                      the same as a preview1 module
 //! target/dist/python-stdlib.tar.zst                            the CPython stdlib
 //! target/dist/manifest.json        every artifact and every input's digest
 //! target/dist/sbom.cdx.json        CycloneDX SBOM (reproducible)
@@ -11,8 +12,9 @@
 //!                                  deterministically (with its own SHA256SUMS inside)
 //! ```
 //!
-//! Each sandbox component is checked against `wit/runtime.wit`, and each command for its
-//! `wasi:cli/run` export, before it is shipped.
+//! Each sandbox component is checked against `wit/runtime.wit`, each command for its
+//! `wasi:cli/run` export and each core module for being a preview1 command, before it is
+//! shipped.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -70,6 +72,13 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
                 fs::write(contents.join(component), &bytes)?;
                 shipped.push(component.to_owned());
             }
+            if let Some(module) = variant.core_module {
+                let source = artifacts.join(module);
+                let bytes = fs::read(&source).with_context(|| format!("read {}", source.display()))?;
+                eryx_interface::check_core_command(&bytes, module)?;
+                fs::write(contents.join(module), &bytes)?;
+                shipped.push(module.to_owned());
+            }
         }
         let stdlib = "python-stdlib.tar.zst";
         fs::copy(artifacts.join(stdlib), contents.join(stdlib)).context("copy the stdlib archive")?;
@@ -101,6 +110,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
                 "cpython_wheel": { "file": lock.wheel_for_host()?.filename, "sha256": lock.wheel_for_host()?.sha256 },
                 "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
                 "debian_debs": lock.debian_debs.iter().map(|deb| (deb.file.clone(), deb.sha256.clone())).collect::<BTreeMap<_, _>>(),
+                "unpacked_debs": lock.unpacked_debs.iter().map(|deb| (deb.file.clone(), json!({ "suite": deb.suite, "sha256": deb.sha256 }))).collect::<BTreeMap<_, _>>(),
                 "patched_crates": lock.patched_crates.iter().map(|patched| (format!("{}-{}", patched.name, patched.version), json!({
                     "crate_sha256": patched.crate_sha256,
                     "files": patched.files.iter().map(|file| (file.path.clone(), json!({"original_sha256": file.original_sha256, "patched_sha256": file.patched_sha256}))).collect::<BTreeMap<_, _>>(),

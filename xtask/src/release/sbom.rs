@@ -124,6 +124,20 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
             "hashes": [{ "alg": "SHA-256", "content": deb.sha256 }],
         }));
     }
+    // Linked into the core module: inside the artifacts.
+    for deb in &lock.unpacked_debs {
+        let purl = format!("pkg:deb/debian/{}@{}", deb.package, deb.version);
+        components.push(json!({
+            "type": "library",
+            "bom-ref": purl,
+            "name": deb.package,
+            "version": deb.version,
+            "purl": purl,
+            "scope": "required",
+            "description": format!("Debian's `{}` package, its static libraries linked into the core module", deb.suite),
+            "hashes": [{ "alg": "SHA-256", "content": deb.sha256 }],
+        }));
+    }
     let tools: Vec<Value> = toolchain
         .iter()
         .map(|(name, version)| json!({ "type": "application", "name": name, "version": version }))
@@ -181,7 +195,7 @@ mod tests {
         let serial = first["serialNumber"].as_str().unwrap();
         assert_eq!(serial.len(), "urn:uuid:".len() + 36, "{serial}");
         let names: Vec<&str> = first["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        for expected in ["rustpython-vm", "pyo3-ffi", "libpython3.14.so", "componentize-py", "rustc-web"] {
+        for expected in ["rustpython-vm", "pyo3-ffi", "libpython3.14.so", "componentize-py", "rustc-web", "wasi-libc"] {
             assert!(names.contains(&expected), "{expected} is missing from the SBOM");
         }
         let other = build("eryx-runtimes", "0.2.0", &lock, &cargo_lock, &toolchain).unwrap();

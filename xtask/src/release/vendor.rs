@@ -19,6 +19,7 @@ use crate::inputs::lock::{host_platform, Lock};
 use crate::inputs::patch;
 use crate::inputs::sources::Sources;
 use crate::inputs::toolchain::{self, RustGuestToolchain};
+use crate::inputs::unpacked;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -58,8 +59,11 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         let wheel = fetch::wheel(lock, cache, sources)?;
         copy_into(&wheel, &staging.join(WHEELS_DIR).join(&wheel_pin.filename))?;
 
-        eprintln!("[3/5] the pinned Debian packages ({} .deb files)", lock.debian_debs.len());
+        eprintln!("[3/5] the pinned Debian packages ({} .deb files, {} used unpacked)", lock.debian_debs.len(), lock.unpacked_debs.len());
         download_debs(lock, &staging.join(DEBS_DIR))?;
+        for pin in &lock.unpacked_debs {
+            copy_into(&unpacked::deb_file(cache, sources, pin)?, &staging.join(DEBS_DIR).join(&pin.file))?;
+        }
 
         eprintln!("[4/5] the originals of the patched crates");
         for pin in &lock.patched_crates {

@@ -114,14 +114,25 @@ pub fn run_python(workspace: &Workspace, cache: &Cache, sources: &Sources, args:
 /// The command suite (`tests/cli`) on every variant's command form of `manifest`.
 /// Runs the command suite under this host, and under the wasmtime CLI `wasmtime` (a host we
 /// did not write) when there is one.
-pub fn run_cli_suite(workspace: &Workspace, sources: &Sources, manifest: &std::path::Path, wasmtime: Option<&std::path::Path>) -> Result<()> {
+/// The command suite under our host, and under the wasmtime CLI and Node when given (hosts we
+/// did not write).
+pub fn run_cli_suite(
+    workspace: &Workspace,
+    sources: &Sources,
+    manifest: &std::path::Path,
+    wasmtime: Option<&std::path::Path>,
+    node: Option<&std::path::Path>,
+) -> Result<()> {
     let mut command = host_command(workspace, sources);
     command.arg("cli-cases").arg("--manifest").arg(manifest).arg("--cases").arg(workspace.path("tests/cli"));
     match wasmtime {
         Some(wasmtime) => {
             command.arg("--wasmtime").arg(wasmtime);
         }
-        None => eprintln!("note: the command suite runs under this host only"),
+        None => eprintln!("note: the command components run under this host only, not the wasmtime CLI"),
+    }
+    if let Some(node) = node {
+        command.arg("--node").arg(node);
     }
     exec(command, "the command suite")
 }

@@ -66,7 +66,8 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let args = ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() };
     let manifest = conformance::run_suite(workspace, cache, sources, &args)?;
     let wasmtime = crate::inputs::system::wasmtime_cli();
-    conformance::run_cli_suite(workspace, sources, &manifest, wasmtime.as_deref())?;
+    let node = crate::inputs::system::node_cli();
+    conformance::run_cli_suite(workspace, sources, &manifest, wasmtime.as_deref(), node.as_deref())?;
     match wasmtime {
         Some(_) => run_readme_wasmtime_lines(workspace),
         None => {

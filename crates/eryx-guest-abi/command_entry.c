@@ -1,5 +1,6 @@
-// `exit` and `_exit` for the command forms (`python-<variant>.wasm`): they carry the program's
-// status out. The preview1 adapter ends every non-zero `proc_exit` as plain failure (status
+// `_start`, `exit` and `_exit` of the command components (`python-<variant>.wasm`); the
+// program's `main` (`__main_argc_argv`) is the variant's. `exit` and `_exit` carry the
+// program's status out. The preview1 adapter ends every non-zero `proc_exit` as plain failure (status
 // 1), so a failing status goes to the host through `wasi:cli/exit`'s `exit-with-code` (stable
 // since WASI 0.2.12) instead. The command's linker puts the entry library first, and the first
 // library that exports a symbol wins: these replace libc's for every library of the program
@@ -17,6 +18,14 @@ static _Noreturn void leave(int status) {
         eryx_exit_with_code(status & 0xff);
     }
     _Exit(0);
+}
+
+int __main_void(void);
+
+// The library constructors have already run (the component's linker runs them at
+// instantiation); wasi-libc's `__main_void` reads the arguments from WASI and calls `main`.
+void _start(void) {
+    exit(__main_void());
 }
 
 // The interpreter has finalised itself before it calls `exit`; C's streams are flushed here.
