@@ -43,6 +43,9 @@ pub struct VariantEntry {
     /// The command as a preview1 core module, for variants that have one.
     pub core_module_path: Option<PathBuf>,
     pub stdlib: Option<StdlibMount>,
+    /// A package set's site-packages tree (`<variant>+<set>`), mounted read-only like the
+    /// stdlib; the snapshot has it on `sys.path`.
+    pub packages: Option<StdlibMount>,
     pub env: BTreeMap<String, String>,
 }
 
@@ -61,6 +64,7 @@ impl VariantEntry {
             command_path: None,
             core_module_path: None,
             stdlib: None,
+            packages: None,
             env: BTreeMap::new(),
         }
     }
@@ -108,6 +112,7 @@ struct RawVariant {
     #[serde(default)]
     preinit_imports: Vec<String>,
     stdlib: Option<RawStdlib>,
+    packages: Option<RawStdlib>,
     #[serde(default)]
     env: BTreeMap<String, String>,
 }
@@ -141,6 +146,10 @@ impl Manifest {
                     stdlib: variant.stdlib.map(|stdlib| StdlibMount {
                         host_directory: base.join(stdlib.directory),
                         guest_path: stdlib.guest_path,
+                    }),
+                    packages: variant.packages.map(|packages| StdlibMount {
+                        host_directory: base.join(packages.directory),
+                        guest_path: packages.guest_path,
                     }),
                     env: variant.env,
                 };

@@ -251,12 +251,13 @@ pub fn grant_variant(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Resul
     Ok(())
 }
 
-/// The variant's mounts alone: its stdlib (read-only) when it has one.
+/// The variant's mounts alone, read-only: its stdlib and its package set's tree, when it has
+/// them.
 pub(crate) fn grant_variant_mounts(wasi: &mut WasiCtxBuilder, variant: &VariantEntry) -> Result<()> {
-    if let Some(stdlib) = &variant.stdlib {
-        wasi.preopened_dir(&stdlib.host_directory, &stdlib.guest_path, FsPerms::ReadOnly)
+    for mount in variant.stdlib.iter().chain(&variant.packages) {
+        wasi.preopened_dir(&mount.host_directory, &mount.guest_path, FsPerms::ReadOnly)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("mount {}", stdlib.host_directory.display()))?;
+            .with_context(|| format!("mount {}", mount.host_directory.display()))?;
     }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //!   "preinit_cwasm": …}, "runtime_load_ms": {…}, "execute_ms": …, "callback_ms": …,
 //!   "awaited_callback_ms": …, "five_100ms_callbacks_ms": {"sequential": …, "gathered": …},
 //!   "gather_speedup": …, "compute_ratio_to_native": {"<workload>": …},
-//!   "rss_per_sandbox_mib": …, "sizes_mib": {…}}},
+//!   "rss_per_sandbox_mib": …, "sizes_mib": {…},
+//!   "package_imports_ms": null, or for `<variant>+<set>` {"modules": […], "baked": …, "from_tree": …}}},
 //!  "native": {"python3_startup_ms": …, "compute_ms": {…}}, "build_steps_s": {…}, "runs": N}
 //! ```
 
@@ -246,6 +247,11 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
     drop(alive);
     let per_sandbox = (rss_after.saturating_sub(rss_before)) as f64 / 1024.0 / args.live_sandboxes as f64;
 
+    let packages = match &variant.packages {
+        Some(mount) => Some(bench_package_imports(manifest, variant, &runtime, mount, args)?),
+        None => None,
+    };
+
     let mut sizes = serde_json::Map::new();
     sizes.insert("component".into(), size_mib(&variant.component_path));
     if let Some(plain) = &variant.plain_path {
@@ -270,7 +276,40 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
         "live_sandboxes": args.live_sandboxes,
         "peak_rss_mib": round(peak as f64 / 1024.0),
         "sizes_mib": sizes,
+        "package_imports_ms": packages,
     }))
+}
+
+/// For a variant with a package set (`<variant>+<set>`): the milliseconds a fresh sandbox
+/// takes to import the set's modules, baked into its snapshot, against the variant itself with
+/// the same tree mounted, importing them from it (compiling every module from source).
+fn bench_package_imports(manifest: &Manifest, variant: &VariantEntry, runtime: &Runtime, mount: &eryx_host::manifest::StdlibMount, args: &Args) -> Result<Value> {
+    let base_name = variant.name.split_once('+').map(|(base, _)| base).context("a package variant is named <variant>+<set>")?;
+    let mut base = manifest.variant(base_name)?.clone();
+    let imports: Vec<&String> = variant.preinit_imports.iter().filter(|module| !base.preinit_imports.contains(module)).collect();
+    let code = format!(
+        "import sys, time\nif {path:?} not in sys.path:\n    sys.path.append({path:?})\nstarted = time.perf_counter()\n{}\nprint((time.perf_counter() - started) * 1000)",
+        imports.iter().map(|module| format!("import {module}")).collect::<Vec<_>>().join("\n"),
+        path = mount.guest_path
+    );
+    let callbacks = Arc::new(Callbacks::standard());
+    let time_in = |runtime: &Runtime| -> Result<f64> {
+        let mut sandbox = runtime.sandbox(callbacks.clone())?;
+        let output = sandbox.execute(&code).map_err(|error| anyhow::anyhow!("import the set's modules: {error}"))?;
+        output.stdout.trim().parse::<f64>().with_context(|| format!("the import timing printed {:?}", output.stdout))
+    };
+    let baked = measure(args.runs, || time_in(runtime))?;
+    base.packages = Some(mount.clone());
+    let from_tree_runtime = Runtime::with_form(base, Limits::default(), &manifest.compile_cache_dir(), Form::Preinit)?;
+    let from_tree = measure(args.runs.min(5), || time_in(&from_tree_runtime))?;
+    eprintln!(
+        "{}: importing {} module(s): {:.3} ms baked in, {:.1} ms from the mounted tree (medians)",
+        variant.name,
+        imports.len(),
+        baked.median(),
+        from_tree.median()
+    );
+    Ok(json!({ "modules": imports, "baked": baked.json(), "from_tree": from_tree.json() }))
 }
 
 fn native(args: &Args) -> Result<(Stats, BTreeMap<&'static str, f64>)> {
@@ -361,6 +400,8 @@ fn table(result: &Value, native_startup: f64) -> String {
     for (workload, _) in WORKLOADS {
         row(&format!("{workload}, × native"), &|v| format!("{:.2}", v["compute_ratio_to_native"][workload].as_f64().unwrap_or(f64::NAN)));
     }
+    row("import the set's packages, baked in (ms)", &|v| if v["package_imports_ms"].is_null() { "—".into() } else { format!("{:.3}", v["package_imports_ms"]["baked"]["median"].as_f64().unwrap_or(f64::NAN)) });
+    row("import them from the mounted tree (ms)", &|v| if v["package_imports_ms"].is_null() { "—".into() } else { median(&v["package_imports_ms"]["from_tree"]) });
     row("RSS per live sandbox (MiB)", &|v| format!("{:.1}", v["rss_per_sandbox_mib"].as_f64().unwrap_or(f64::NAN)));
     for size in ["plain", "component", "cwasm", "command"] {
         row(&format!("size, {size} (MiB)"), &|v| format!("{:.1}", v["sizes_mib"][size].as_f64().unwrap_or(f64::NAN)));

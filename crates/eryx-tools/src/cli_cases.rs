@@ -322,6 +322,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut failures = 0;
     for name in &variants {
         let entry = manifest.variant(name)?.clone();
+        if entry.packages.is_some() {
+            // A package variant (`<variant>+<set>`): its command forms are the variant's.
+            continue;
+        }
         let runtime = CommandRuntime::new(entry.clone(), &manifest.compile_cache_dir())?;
         failures += run_suite_on(&Host::Ours(&runtime), name, &cases);
         if let Some(program) = &args.wasmtime {

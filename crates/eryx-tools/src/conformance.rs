@@ -21,7 +21,8 @@ pub struct SuiteArgs {
     /// The manifest written by `cargo xtask build-runtime`
     #[arg(long, default_value = "target/eryx/manifest.json")]
     pub manifest: PathBuf,
-    /// A variant name or `all` (default: every variant in the manifest)
+    /// A variant name (`<variant>+<set>` for one with a package set) or `all` (default: every
+    /// variant in the manifest without a package set)
     #[arg(long)]
     pub variant: Option<String>,
     /// Case files, or directories of `*.toml` case files
@@ -251,7 +252,8 @@ fn run_step(sandbox: &mut Sandbox, step: &Step, snapshot: &mut Option<Vec<u8>>) 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let manifest = Manifest::load(&args.suite.manifest)?;
     let variant_names: Vec<String> = match args.suite.variant.as_deref() {
-        None | Some("all") => manifest.variants.keys().cloned().collect(),
+        // A package variant (`<variant>+<set>`) runs its set's cases when named.
+        None | Some("all") => manifest.variants.iter().filter(|(_, entry)| entry.packages.is_none()).map(|(name, _)| name.clone()).collect(),
         Some(name) => {
             manifest.variant(name)?;
             vec![name.to_owned()]

@@ -75,6 +75,10 @@ struct PreinitArgs {
     /// A module to import before the snapshot
     #[arg(long = "import", value_name = "MODULE")]
     imports: Vec<String>,
+    /// A package set's tree, as HOST::GUEST: mounted read-only and put on `sys.path` (after the
+    /// stdlib) before the imports
+    #[arg(long, value_name = "HOST::GUEST")]
+    packages: Option<String>,
     #[arg(long)]
     out: PathBuf,
 }
@@ -252,6 +256,10 @@ fn run() -> Result<ExitCode> {
             for mount in &args.mounts {
                 let (host, guest) = mount.split_once("::").with_context(|| format!("--mount {mount}: expected HOST::GUEST"))?;
                 variant.stdlib = Some(eryx_host::manifest::StdlibMount { host_directory: host.into(), guest_path: guest.to_owned() });
+            }
+            if let Some(packages) = &args.packages {
+                let (host, guest) = packages.split_once("::").with_context(|| format!("--packages {packages}: expected HOST::GUEST"))?;
+                variant.packages = Some(eryx_host::manifest::StdlibMount { host_directory: host.into(), guest_path: guest.to_owned() });
             }
             variant.env.extend(env_pairs(&args.env)?);
             let plain = std::fs::read(&args.component).with_context(|| format!("read {}", args.component.display()))?;

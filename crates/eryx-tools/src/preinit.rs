@@ -59,20 +59,26 @@ fn seeded_bytes() -> Vec<u8> {
         .collect()
 }
 
-/// The Python code the pre-initialisation executes.
-pub fn preinit_code(imports: &[String]) -> Result<String> {
+/// The Python code the pre-initialisation executes: the package set's directory (if any) on
+/// `sys.path` after the stdlib, then the imports (`_preinit` leaves `__main__` fresh again).
+pub fn preinit_code(imports: &[String], packages: Option<&str>) -> Result<String> {
     for name in imports {
         if name.is_empty() || !name.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())) {
             bail!("`{name}` is not a module name");
         }
     }
     let list = imports.iter().map(|name| format!("{name:?}")).collect::<Vec<_>>().join(", ");
-    Ok(format!("__import__('_eryx_runtime')._preinit([{list}])"))
+    let path = match packages {
+        Some(guest) if guest.starts_with('/') && !guest.contains(['"', '\\', '\n']) => format!("__import__('sys').path.append({guest:?}); "),
+        Some(guest) => bail!("`{guest}` is not an absolute guest path"),
+        None => String::new(),
+    };
+    Ok(format!("{path}__import__('_eryx_runtime')._preinit([{list}])"))
 }
 
 /// Pre-initialises the sandbox component `plain` of `variant`, importing `imports`.
 pub fn preinitialize(plain: &[u8], variant: &VariantEntry, imports: &[String]) -> Result<Vec<u8>> {
-    let code = preinit_code(imports)?;
+    let code = preinit_code(imports, variant.packages.as_ref().map(|mount| mount.guest_path.as_str()))?;
     let wizer = Wizer::new();
     let (context, instrumented) = wizer.instrument_component(plain).map_err(anyhow::Error::from).context("instrument the component")?;
     let engine = Engine::new(&eryx_host::engine::sandbox_config(false))?;

@@ -26,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use xshell::{cmd, Shell};
 
+use crate::build::packages::{self, PackageSet};
 use crate::build::steps::{Fingerprint, Runner};
 use crate::build::variant::{self, Variant};
 use crate::host::{self, HOST_PACKAGE};
@@ -38,9 +39,16 @@ use crate::workspace::Workspace;
 
 #[derive(clap::Args, Default)]
 pub struct Args {
-    /// Build only this variant (default: all of them)
+    /// Build only this variant (default: all of them); `<variant>+<set>` builds the variant
+    /// with a package set (the set's lock from --packages, or the one the manifest records)
     #[arg(long, value_name = "NAME")]
     pub variant: Option<String>,
+    /// A lock file written by `lock-packages` (repeatable): also build, for every variant,
+    /// `runtime-<variant>+<set>.wasm` (`<set>` is FILE's stem) with its packages mounted
+    /// read-only and their modules imported before the snapshot; a `<set>.imports` beside FILE
+    /// adds (`module`) or removes (`-module`) imports
+    #[arg(long = "packages", value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
     /// Whether a step runs again when its outputs' bytes changed since it wrote them (every
     /// output is hashed): set for `cargo xtask build-runtime` and `dist`; the quick builds
     /// before `run`, `conformance` and the like only check that outputs exist (the host checks
@@ -92,19 +100,44 @@ fn guest_rustflags(workspace: &Workspace, sources: &Sources) -> Result<Vec<Strin
 
 /// Builds the requested variants; returns the manifest path.
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
-    build(workspace, cache, sources, args).map(|(manifest, _)| manifest)
+    build(workspace, cache, sources, args).map(|built| built.manifest)
+}
+
+/// What a build made: the manifest, the inputs that built it and the package sets.
+pub struct Built {
+    pub manifest: PathBuf,
+    pub fetched: Fetched,
+    pub sets: Vec<PackageSet>,
 }
 
 /// Builds the requested variants; returns the manifest path and the inputs that built them.
-pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<(PathBuf, Fetched)> {
+pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<Built> {
     let started = Instant::now();
-    let variants: Vec<&Variant> = match &args.variant {
-        Some(name) if name != "all" => vec![variant::by_name(name)?],
+    let artifacts = workspace.artifacts_dir();
+    let mut locks = args.packages.clone();
+    let variants: Vec<&Variant> = match args.variant.as_deref() {
+        Some(name) if name != "all" => match name.split_once('+') {
+            Some((base, set)) => {
+                if !locks.iter().any(|lock| lock.file_stem().is_some_and(|stem| stem == set)) {
+                    locks.push(recorded_lock(&artifacts, name)?);
+                }
+                vec![variant::by_name(base)?]
+            }
+            None => vec![variant::by_name(name)?],
+        },
         _ => variant::ALL.iter().collect(),
     };
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
+    let mut sets = Vec::new();
+    for lock in &locks {
+        let lock = std::path::absolute(lock)?;
+        let wheels = crate::inputs::packages::fetch_wheels(cache, sources, &lock)?;
+        sets.push(PackageSet::new(&lock, wheels)?);
+    }
+    if let Some(twice) = sets.iter().enumerate().find_map(|(index, set)| sets[..index].iter().any(|other| other.name == set.name).then_some(&set.name)) {
+        bail!("two --packages files are named `{twice}`; a set's name is its file's stem");
+    }
     let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
-    let artifacts = workspace.artifacts_dir();
     let mut runner = Runner::new(artifacts.join(".steps"));
     runner.verify_outputs = args.verify_outputs;
     runner.preamble = vec![
@@ -116,7 +149,13 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     for variant in &variants {
         build_variant(workspace, sources, &linking, &fetched, &stamp, &clang_version, variant, &mut runner)?;
     }
-    let manifest = write_manifest(workspace, &fetched, &linking, &clang_version, &variants)?;
+    for set in &sets {
+        let tree_digest = tree_step(workspace, set, &mut runner)?;
+        for variant in &variants {
+            build_set_variant(workspace, sources, &linking, variant, set, &tree_digest, &mut runner)?;
+        }
+    }
+    let manifest = write_manifest(workspace, &fetched, &linking, &clang_version, &variants, &sets)?;
     if runner.ran.is_empty() {
         // Nothing was rebuilt: one line, so a command that builds first stays quiet.
         eprintln!(
@@ -125,7 +164,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
             started.elapsed().as_secs_f64(),
             manifest.display()
         );
-        return Ok((manifest, fetched));
+        return Ok(Built { manifest, fetched, sets });
     }
     eprintln!("\nbuild summary ({:.1}s):", started.elapsed().as_secs_f64());
     for (name, seconds) in &runner.ran {
@@ -136,14 +175,15 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     }
     for variant in &variants {
         let forms = [variant.plain_component(), variant.component.to_owned(), variant.precompiled(), variant.command.component.to_owned()];
-        for component in forms.into_iter().chain(variant.core_module.map(str::to_owned)) {
+        let set_forms = sets.iter().flat_map(|set| [set.component(variant.component), set.component(&variant.precompiled())]);
+        for component in forms.into_iter().chain(variant.core_module.map(str::to_owned)).chain(set_forms) {
             let path = artifacts.join(&component);
             let size = fs::metadata(&path)?.len();
             eprintln!("  {component:<28} {:>8.1} MiB  {}", size as f64 / 1048576.0, path.display());
         }
     }
     eprintln!("  manifest: {}", manifest.display());
-    Ok((manifest, fetched))
+    Ok(Built { manifest, fetched, sets })
 }
 
 fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
@@ -306,8 +346,8 @@ fn build_variant(
 
     // 6b. The pre-initialised component (the default), and 6c. its precompiled form.
     let component = artifacts.join(variant.component);
-    preinit_step(workspace, sources, linking, variant, &plain, &component, runner)?;
-    precompile_step(workspace, sources, linking, variant, &component, &artifacts.join(variant.precompiled()), runner)?;
+    preinit_step(workspace, sources, linking, variant, None, &plain, &component, runner)?;
+    precompile_step(workspace, sources, linking, variant.name, &component, &artifacts.join(variant.precompiled()), runner)?;
 
     // 7. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
     // from the same pinned libraries and stubs, with the preview1 command adapter.
@@ -401,6 +441,60 @@ fn link_core_module(
     Ok(())
 }
 
+/// The site-packages tree of `set`, written from its verified wheels; answers the tree's
+/// digest (what the set's pre-initialisations fingerprint).
+/// The set's lock is recorded beside its tree, so `--variant <variant>+<set>` finds it later.
+fn tree_step(workspace: &Workspace, set: &PackageSet, runner: &mut Runner) -> Result<String> {
+    let artifacts = workspace.artifacts_dir();
+    let tree = packages::tree_dir(&artifacts, &set.name);
+    let record = tree.with_file_name("tree.sha256");
+    let lock_record = tree.with_file_name(packages::LOCK_RECORD);
+    let mut inputs = Fingerprint::default();
+    inputs.text("lock", &set.lock_sha256).text("lock path", &set.lock.display().to_string());
+    inputs.file(&workspace.path(packages::SOURCE))?;
+    for wheel in &set.wheels {
+        inputs.text(&wheel.file_name, &wheel.pin.sha256);
+    }
+    // The tree is an output: one changed or removed since is written again.
+    runner.step(&format!("{}: site-packages", set.name), &inputs, &[&tree, &record, &lock_record], || {
+        packages::write_tree(set, &tree)?;
+        write_atomic(&lock_record, set.lock.display().to_string().as_bytes())?;
+        write_atomic(&record, crate::inputs::unpacked::tree_digest(&tree)?.as_bytes())
+    })?;
+    fs::read_to_string(&record).with_context(|| format!("read {}", record.display()))
+}
+
+/// `runtime-<variant>+<set>.wasm` and its `.cwasm`: the variant's plain component,
+/// pre-initialised with the set's tree mounted and its modules imported.
+fn build_set_variant(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    variant: &Variant,
+    set: &PackageSet,
+    tree_digest: &str,
+    runner: &mut Runner,
+) -> Result<()> {
+    let artifacts = workspace.artifacts_dir();
+    let plain = artifacts.join(variant.plain_component());
+    let component = artifacts.join(set.component(variant.component));
+    preinit_step(workspace, sources, linking, variant, Some(SetPreinit { set, tree_digest }), &plain, &component, runner)?;
+    precompile_step(workspace, sources, linking, &set.variant_name(variant.name), &component, &artifacts.join(set.component(&variant.precompiled())), runner)
+}
+
+/// The lock file an earlier build recorded for the package variant `name` (`<variant>+<set>`).
+fn recorded_lock(artifacts: &Path, name: &str) -> Result<PathBuf> {
+    let set = name.split_once('+').map(|(_, set)| set).unwrap_or_default();
+    let record = packages::tree_dir(artifacts, set).with_file_name(packages::LOCK_RECORD);
+    let lock = fs::read_to_string(&record).map(PathBuf::from).with_context(|| {
+        format!("`{name}` has not been built: build it first with `cargo xtask build-runtime --packages FILE` (the lock file whose stem is `{set}`)")
+    })?;
+    if !lock.is_file() {
+        bail!("`{name}` was built from {}, which is gone; build it again with `cargo xtask build-runtime --packages FILE`", lock.display());
+    }
+    Ok(lock)
+}
+
 /// What a sandbox of a variant sees besides its code.
 struct SandboxView {
     /// The stdlib mount: host directory, guest path.
@@ -417,22 +511,41 @@ fn sandbox_view(artifacts: &Path, variant: &Variant) -> SandboxView {
     }
 }
 
-/// Pre-initialises `plain` into `output` with the host (`eryx-tools preinit`), as a step.
+/// What a package set adds to a pre-initialisation: its tree (mounted and put on `sys.path`)
+/// and its imports.
+struct SetPreinit<'a> {
+    set: &'a PackageSet,
+    tree_digest: &'a str,
+}
+
+/// Pre-initialises `plain` into `output` with the host (`eryx-tools preinit`), as a step: the
+/// variant's snapshot, or with a package set.
+#[allow(clippy::too_many_arguments)]
 fn preinit_step(
     workspace: &Workspace,
     sources: &Sources,
     linking: &LinkingCrates,
     variant: &Variant,
+    set: Option<SetPreinit<'_>>,
     plain: &Path,
     output: &Path,
     runner: &mut Runner,
 ) -> Result<()> {
     let artifacts = workspace.artifacts_dir();
     let SandboxView { mount, env } = sandbox_view(&artifacts, variant);
+    let mut imports: Vec<String> = variant.preinit_imports.iter().map(|name| name.to_string()).collect();
+    let mut label = variant.name.to_owned();
+    let mut packages = None;
     let mut inputs = Fingerprint::default();
+    if let Some(SetPreinit { set, tree_digest }) = &set {
+        imports.extend(set.imports.iter().cloned());
+        label = set.variant_name(variant.name);
+        packages = Some(format!("{}::{}", packages::tree_dir(&artifacts, &set.name).display(), packages::GUEST_PATH));
+        inputs.text("package tree", tree_digest).text("package path", packages::GUEST_PATH);
+    }
     inputs
         .file(plain)?
-        .text("imports", &variant.preinit_imports.join(","))
+        .text("imports", &imports.join(","))
         .text("wasmtime", &linking.wasmtime)
         .text("wasmtime-wizer", &linking.wasmtime_wizer);
     for source in host::PREINIT_SOURCES {
@@ -445,16 +558,19 @@ fn preinit_step(
     for (key, value) in &env {
         inputs.text(key, value);
     }
-    runner.step(&format!("{}: pre-initialise", variant.name), &inputs, &[output], || {
+    runner.step(&format!("{label}: pre-initialise"), &inputs, &[output], || {
         let mut command = host::host_command(workspace, sources);
         command.arg("preinit").arg("--component").arg(plain).arg("--out").arg(output);
         if let Some((host, guest)) = &mount {
             command.arg("--mount").arg(format!("{}::{guest}", host.display()));
         }
+        if let Some(packages) = &packages {
+            command.arg("--packages").arg(packages);
+        }
         for (key, value) in &env {
             command.arg("--env").arg(format!("{key}={value}"));
         }
-        for module in variant.preinit_imports {
+        for module in &imports {
             command.arg("--import").arg(module);
         }
         host::exec(command, &format!("{HOST_PACKAGE} preinit"))
@@ -468,7 +584,7 @@ fn precompile_step(
     workspace: &Workspace,
     sources: &Sources,
     linking: &LinkingCrates,
-    variant: &Variant,
+    label: &str,
     component: &Path,
     output: &Path,
     runner: &mut Runner,
@@ -479,7 +595,7 @@ fn precompile_step(
     for source in host::PRECOMPILE_SOURCES {
         inputs.file(&workspace.path(source))?;
     }
-    runner.step(&format!("{}: precompile", variant.name), &inputs, &[output, &sidecar], || {
+    runner.step(&format!("{label}: precompile"), &inputs, &[output, &sidecar], || {
         let mut command = host::host_command(workspace, sources);
         command.arg("precompile").arg("--component").arg(component).arg("--out").arg(output).arg("--info").arg(&sidecar);
         host::exec(command, &format!("{HOST_PACKAGE} precompile"))
@@ -731,6 +847,7 @@ fn write_manifest(
     linking: &LinkingCrates,
     clang_version: &str,
     built: &[&Variant],
+    sets: &[PackageSet],
 ) -> Result<PathBuf> {
     let artifacts = workspace.artifacts_dir();
     let path = artifacts.join("manifest.json");
@@ -739,12 +856,15 @@ fn write_manifest(
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|manifest| serde_json::from_value(manifest["variants"].clone()).ok())
         .unwrap_or_default();
+    // A rebuilt variant's entries are written again; those of its package sets not built in
+    // this run are dropped (they would hold a snapshot of an older build; `--variant
+    // <variant>+<set>` builds one again from its recorded lock).
     variants.retain(|name, entry| {
-        !built.iter().any(|variant| variant.name == name)
+        let base = name.split_once('+').map_or(name.as_str(), |(base, _)| base);
+        !built.iter().any(|variant| variant.name == base)
             && entry["component"]["path"].as_str().is_some_and(|component| artifacts.join(component).exists())
     });
-    for variant in built {
-        let precompiled = artifacts.join(variant.precompiled());
+    let precompiled_entry = |precompiled: PathBuf| -> Result<serde_json::Value> {
         let info_path = precompiled_info_path(&precompiled);
         let info: serde_json::Value = serde_json::from_slice(&fs::read(&info_path).with_context(|| format!("read {}", info_path.display()))?)
             .with_context(|| format!("parse {}", info_path.display()))?;
@@ -758,10 +878,13 @@ fn write_manifest(
             }
             precompiled[key] = info[key].clone();
         }
+        Ok(precompiled)
+    };
+    for variant in built {
         let mut entry = json!({
             "component": component_entry(&artifacts, &artifacts.join(variant.component))?,
             "plain": component_entry(&artifacts, &artifacts.join(variant.plain_component()))?,
-            "precompiled": precompiled,
+            "precompiled": precompiled_entry(artifacts.join(variant.precompiled()))?,
             "preinit_imports": variant.preinit_imports,
             "command": artifact_entry(&artifacts, &artifacts.join(variant.command.component))?,
             "core_module": match variant.core_module {
@@ -781,6 +904,34 @@ fn write_manifest(
             });
         }
         entry["env"] = json!(env.into_iter().collect::<BTreeMap<_, _>>());
+        // The variant with each package set: its own snapshot and tree; the same plain
+        // component, stdlib and environment; no command forms (they are the variant's).
+        for set in sets {
+            let mut with_set = entry.clone();
+            with_set["component"] = component_entry(&artifacts, &artifacts.join(set.component(variant.component)))?;
+            with_set["precompiled"] = precompiled_entry(artifacts.join(set.component(&variant.precompiled())))?;
+            with_set["preinit_imports"] = json!(variant.preinit_imports.iter().map(|name| name.to_string()).chain(set.imports.iter().cloned()).collect::<Vec<_>>());
+            with_set["command"] = serde_json::Value::Null;
+            with_set["core_module"] = serde_json::Value::Null;
+            let tree = packages::tree_dir(&artifacts, &set.name);
+            with_set["packages"] = json!({
+                "directory": tree.strip_prefix(&artifacts).unwrap_or(&tree).to_string_lossy(),
+                "guest_path": packages::GUEST_PATH,
+            });
+            with_set["package_set"] = json!({
+                "name": set.name,
+                "lock": set.lock.strip_prefix(&workspace.root).unwrap_or(&set.lock).display().to_string(),
+                "lock_sha256": set.lock_sha256,
+                "imports": set.imports,
+                "wheels": set.wheels.iter().map(|wheel| json!({
+                    "name": wheel.pin.name,
+                    "version": wheel.pin.version,
+                    "file": wheel.file_name,
+                    "sha256": wheel.pin.sha256,
+                })).collect::<Vec<_>>(),
+            });
+            variants.insert(set.variant_name(variant.name), with_set);
+        }
         variants.insert(variant.name.to_owned(), entry);
     }
     let lock = &fetched.lock;

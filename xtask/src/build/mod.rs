@@ -2,5 +2,6 @@
 //! variants as data), made of fingerprinted, skippable steps (`steps`).
 
 pub(crate) mod build_runtime;
+pub(crate) mod packages;
 mod steps;
 pub(crate) mod variant;

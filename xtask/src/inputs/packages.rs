@@ -11,7 +11,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::inputs::cache::write_atomic;
+use crate::inputs::cache::{write_atomic, Cache};
+use crate::inputs::sources::Sources;
 use crate::workspace::Workspace;
 
 /// The Python both guests implement: what the lock resolves for.
@@ -434,4 +435,87 @@ mod tests {
         assert_eq!(normalized("jaraco.functools"), "jaraco-functools");
         assert_eq!(normalized("a--b__c"), "a-b-c");
     }
+}
+
+/// A locked wheel in the verified cache.
+pub struct FetchedWheel {
+    pub pin: Pin,
+    /// The wheel's file name, as pip downloaded it (it carries the tags).
+    pub file_name: String,
+    pub path: PathBuf,
+}
+
+/// Every wheel of the lock file `lock` in the verified cache: those missing are downloaded by
+/// pip in hash-checking mode (`--require-hashes`, no dependencies beyond the lock, binary
+/// wheels only, for the sandboxes' Python), and each enters the cache only if its sha256 is
+/// the one its line pins.
+pub fn fetch_wheels(cache: &Cache, sources: &Sources, lock: &Path) -> Result<Vec<FetchedWheel>> {
+    let text = fs::read_to_string(lock).with_context(|| format!("read the package lock {}", lock.display()))?;
+    let pins = read_lock(&text).with_context(|| format!("read the package lock {}", lock.display()))?;
+    if pins.is_empty() {
+        bail!("the package lock {} pins no package", lock.display());
+    }
+    let names = cache.root.join("wheel-names");
+    let cached = |pin: &Pin| -> Result<Option<FetchedWheel>> {
+        let Some(path) = cache.get(&pin.sha256)? else { return Ok(None) };
+        let Ok(file_name) = fs::read_to_string(names.join(&pin.sha256)) else { return Ok(None) };
+        Ok(Some(FetchedWheel { pin: pin.clone(), file_name, path }))
+    };
+    let mut missing = Vec::new();
+    for pin in &pins {
+        if cached(pin)?.is_none() {
+            missing.push(pin.clone());
+        }
+    }
+    if !missing.is_empty() {
+        let list = missing.iter().map(|pin| format!("{}=={}", pin.name, pin.version)).collect::<Vec<_>>().join(", ");
+        if let Some(reason) = sources.refuse_network(&format!("the wheels {list} of {}", lock.display())) {
+            bail!(reason);
+        }
+        let scratch = cache.partial_dir()?.join(format!("wheels-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch)?;
+        let result = download_wheels(&missing, &scratch, cache, &names);
+        let _ = fs::remove_dir_all(&scratch);
+        result?;
+    }
+    pins.iter()
+        .map(|pin| cached(pin)?.with_context(|| format!("{}=={} is not in the cache after its download", pin.name, pin.version)))
+        .collect()
+}
+
+fn download_wheels(missing: &[Pin], scratch: &Path, cache: &Cache, names: &Path) -> Result<()> {
+    let requirements = scratch.join("requirements.txt");
+    let text: String = missing.iter().map(|pin| format!("{}=={} --hash=sha256:{}\n", pin.name, pin.version, pin.sha256)).collect();
+    fs::write(&requirements, text)?;
+    let downloads = scratch.join("wheels");
+    let python = crate::inputs::system::which("python3").context("python3 with pip is needed to download the locked wheels; install python3-pip")?;
+    eprintln!("downloading {} locked wheel(s) with pip (hash-checking mode)", missing.len());
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--quiet", "--no-input", "--disable-pip-version-check", "--no-deps", "--require-hashes"])
+        .args(["--only-binary=:all:", "--python-version", SANDBOX_PYTHON, "--implementation", "py", "--abi", "none", "--platform", "any"])
+        .arg("--dest")
+        .arg(&downloads)
+        .arg("-r")
+        .arg(&requirements)
+        .status()
+        .context("run pip download")?;
+    if !status.success() {
+        bail!("`pip download --require-hashes` of the locked wheels failed ({status}); see pip's message above (a hash that does not match means the index serves other bytes than the lock pins)");
+    }
+    fs::create_dir_all(names)?;
+    for entry in fs::read_dir(&downloads)? {
+        let path = entry?.path();
+        let file_name = path.file_name().context("a download has a name")?.to_string_lossy().into_owned();
+        let digest = crate::inputs::cache::sha256_file(&path)?;
+        let Some(pin) = missing.iter().find(|pin| pin.sha256 == digest) else {
+            bail!("pip downloaded {file_name} (sha256 {digest}), which the lock does not pin");
+        };
+        if !is_pure_wheel(&file_name) {
+            bail!("{file_name} ({}) is not a pure-Python wheel; the sandboxes cannot load native extensions", pin.name);
+        }
+        cache.insert_file(&path, &pin.sha256, &file_name)?;
+        write_atomic(&names.join(&pin.sha256), file_name.as_bytes())?;
+    }
+    Ok(())
 }

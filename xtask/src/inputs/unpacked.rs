@@ -72,7 +72,7 @@ pub fn root(cache: &Cache, sources: &Sources, pin: &UnpackedDeb) -> Result<Unpac
 
 /// The sha256 of a directory tree: every entry's relative path and kind, a file's contents
 /// and executable bit, a link's target, in sorted order.
-fn tree_digest(root: &Path) -> Result<String> {
+pub fn tree_digest(root: &Path) -> Result<String> {
     fn walk(root: &Path, directory: &Path, listing: &mut String) -> Result<()> {
         let mut entries: Vec<_> = fs::read_dir(directory)
             .with_context(|| format!("read {}", directory.display()))?

@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::build::build_runtime;
+use crate::build::packages;
 use crate::build::variant;
 use crate::inputs::archive;
 use crate::inputs::bundle;
@@ -42,11 +43,16 @@ pub struct Args {
     /// Where to assemble the release bundle [default: target/dist]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// A package lock (repeatable): also ship `runtime-<variant>+<set>.wasm` for every variant
+    /// and the set's tree (`packages-<set>.tar.zst`), with its wheels in the SBOM
+    #[arg(long = "packages", value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
 }
 
 /// Builds what is stale and assembles the release bundle; returns its directory.
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<PathBuf> {
-    let (build_manifest_path, fetched) = build_runtime::build(workspace, cache, sources, &build_runtime::Args { verify_outputs: true, ..Default::default() })?;
+    let build = build_runtime::Args { verify_outputs: true, packages: args.packages.clone(), ..Default::default() };
+    let build_runtime::Built { manifest: build_manifest_path, fetched, sets } = build_runtime::build(workspace, cache, sources, &build)?;
     let started = Instant::now();
     let lock = &fetched.lock;
     let out = std::path::absolute(args.out.clone().unwrap_or_else(|| workspace.path("target/dist")))?;
@@ -79,6 +85,20 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
                 fs::write(contents.join(module), &bytes)?;
                 shipped.push(module.to_owned());
             }
+        }
+        // Each package set: its components, checked like the others, and its tree packed
+        // deterministically (the directory a host mounts read-only at /site-packages).
+        for set in &sets {
+            for variant in variant::ALL {
+                let component = set.component(variant.component);
+                let bytes = fs::read(artifacts.join(&component)).with_context(|| format!("read {component}"))?;
+                eryx_interface::check_component(&bytes, &component)?;
+                fs::write(contents.join(&component), &bytes)?;
+                shipped.push(component);
+            }
+            let packed = format!("packages-{}.tar.zst", set.name);
+            archive::pack_deterministic(&packages::tree_dir(&artifacts, &set.name), "site-packages", &contents.join(&packed))?;
+            shipped.push(packed);
         }
         let stdlib = "python-stdlib.tar.zst";
         fs::copy(artifacts.join(stdlib), contents.join(stdlib)).context("copy the stdlib archive")?;
@@ -122,7 +142,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         write_json(&contents.join("manifest.json"), &manifest)?;
 
         let guest_lock = fs::read_to_string(workspace.path("crates/Cargo.lock"))?;
-        let sbom = sbom::build(PRODUCT, version, lock, &guest_lock, &toolchain)?;
+        let sbom = sbom::build(PRODUCT, version, lock, &guest_lock, &toolchain, &sets)?;
         write_json(&contents.join("sbom.cdx.json"), &sbom)?;
 
         write_sums(&contents)?;

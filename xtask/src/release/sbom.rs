@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use crate::build::packages::{wheel_metadata, PackageSet};
 use crate::inputs::cache::sha256_bytes;
 use crate::inputs::lock::{CargoLock, Lock};
 
@@ -40,7 +41,7 @@ fn purl_cargo(name: &str, version: &str) -> String {
 
 /// The SBOM for a release of `product` at `version`. `patched` names the crates the build
 /// patches (they get a pedigree note).
-pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, toolchain: &[(&str, String)]) -> Result<Value> {
+pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, toolchain: &[(&str, String)], sets: &[PackageSet]) -> Result<Value> {
     let cargo_lock = CargoLock::parse(guest_cargo_lock, "crates/Cargo.lock")?;
     // `name` alone or `name version` identify a dependency in Cargo.lock.
     let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -138,6 +139,35 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
             "hashes": [{ "alg": "SHA-256", "content": deb.sha256 }],
         }));
     }
+    // The package sets' wheels: inside the `<variant>+<set>` components' snapshots and trees.
+    let mut seen = std::collections::BTreeSet::new();
+    for set in sets {
+        let purl_of = |name: &str| set.wheels.iter().find(|wheel| wheel.pin.name == name).map(|wheel| format!("pkg:pypi/{}@{}", wheel.pin.name, wheel.pin.version));
+        for wheel in &set.wheels {
+            let purl = format!("pkg:pypi/{}@{}", wheel.pin.name, wheel.pin.version);
+            if !seen.insert(purl.clone()) {
+                continue;
+            }
+            let metadata = wheel_metadata(&wheel.path).with_context(|| format!("read {}", wheel.file_name))?;
+            let mut component = json!({
+                "type": "library",
+                "bom-ref": purl,
+                "name": wheel.pin.name,
+                "version": wheel.pin.version,
+                "purl": purl,
+                "scope": "required",
+                "description": format!("the wheel {} of the package set `{}`", wheel.file_name, set.name),
+                "hashes": [{ "alg": "SHA-256", "content": wheel.pin.sha256 }],
+            });
+            if let Some(license) = metadata.license {
+                component["licenses"] = json!([{ "expression": license }]);
+            }
+            components.push(component);
+            let mut depends_on: Vec<String> = metadata.requires.iter().filter_map(|name| purl_of(name)).collect();
+            depends_on.sort();
+            dependencies.push(json!({ "ref": purl, "dependsOn": depends_on }));
+        }
+    }
     let tools: Vec<Value> = toolchain
         .iter()
         .map(|(name, version)| json!({ "type": "application", "name": name, "version": version }))
@@ -189,8 +219,8 @@ mod tests {
         let lock = Lock::load(&root.join("toolchains.lock")).unwrap();
         let cargo_lock = std::fs::read_to_string(root.join("crates/Cargo.lock")).unwrap();
         let toolchain = [("rustc", "rustc 1.96.0".to_owned())];
-        let first = build("eryx-runtimes", "0.1.0", &lock, &cargo_lock, &toolchain).unwrap();
-        let second = build("eryx-runtimes", "0.1.0", &lock, &cargo_lock, &toolchain).unwrap();
+        let first = build("eryx-runtimes", "0.1.0", &lock, &cargo_lock, &toolchain, &[]).unwrap();
+        let second = build("eryx-runtimes", "0.1.0", &lock, &cargo_lock, &toolchain, &[]).unwrap();
         assert_eq!(first, second);
         let serial = first["serialNumber"].as_str().unwrap();
         assert_eq!(serial.len(), "urn:uuid:".len() + 36, "{serial}");
@@ -198,7 +228,7 @@ mod tests {
         for expected in ["rustpython-vm", "pyo3-ffi", "libpython3.14.so", "componentize-py", "rustc-web", "wasi-libc"] {
             assert!(names.contains(&expected), "{expected} is missing from the SBOM");
         }
-        let other = build("eryx-runtimes", "0.2.0", &lock, &cargo_lock, &toolchain).unwrap();
+        let other = build("eryx-runtimes", "0.2.0", &lock, &cargo_lock, &toolchain, &[]).unwrap();
         assert_ne!(first["serialNumber"], other["serialNumber"]);
     }
 }

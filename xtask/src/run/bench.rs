@@ -23,10 +23,14 @@ pub struct Args {
     /// How many times each measurement runs
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// A package lock (repeatable): also bench `<variant>+<set>` (import times baked in and
+    /// from the mounted tree, sizes, RSS)
+    #[arg(long = "packages", value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
 }
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
-    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone(), ..Default::default() })?;
+    let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone(), packages: args.packages.clone(), ..Default::default() })?;
     let mut command = host::release_host_command(workspace, sources);
     command
         .args(["bench", "--manifest"])

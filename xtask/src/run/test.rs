@@ -12,6 +12,10 @@ use crate::inputs::sources::Sources;
 use crate::run::conformance::{self, ConformanceArgs};
 use crate::workspace::{host_cargo, Workspace};
 
+/// The package set `cargo xtask test` builds both variants with, and its cases.
+const TEST_PACKAGE_SET: &str = "tests/packages/sandbox-set.lock";
+const TEST_PACKAGE_CASES: &str = "tests/packages/cases";
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Skip the conformance suite (cargo tests only)
@@ -33,7 +37,8 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     // patched crates the guest workspace points at exist).
     crate::inputs::fetch::run(workspace, cache, sources, &crate::inputs::fetch::Args::default())?;
     // The host's tests of the built components (pre-initialisation, the fast path) need them.
-    let manifest = crate::build::build_runtime::run(workspace, cache, sources, &crate::build::build_runtime::Args::default())?;
+    let build = crate::build::build_runtime::Args { packages: vec![workspace.path(TEST_PACKAGE_SET)], ..Default::default() };
+    let manifest = crate::build::build_runtime::run(workspace, cache, sources, &build)?;
     let mut workspace_tests = host_cargo();
     workspace_tests
         .current_dir(&workspace.root)
@@ -65,6 +70,16 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     }
     let args = ConformanceArgs { variant: Some("all".into()), ..ConformanceArgs::default() };
     let manifest = conformance::run_suite(workspace, cache, sources, &args)?;
+    // The package set's own cases, on both variants built with it.
+    let set = std::path::Path::new(TEST_PACKAGE_SET).file_stem().and_then(|stem| stem.to_str()).unwrap_or_default();
+    for variant in crate::build::variant::ALL {
+        let with_set = ConformanceArgs {
+            variant: Some(format!("{}+{set}", variant.name)),
+            cases: vec![workspace.path(TEST_PACKAGE_CASES)],
+            ..ConformanceArgs::default()
+        };
+        conformance::run_suite(workspace, cache, sources, &with_set)?;
+    }
     let wasmtime = crate::inputs::system::wasmtime_cli();
     let node = crate::inputs::system::node_cli();
     conformance::run_cli_suite(workspace, sources, &manifest, wasmtime.as_deref(), node.as_deref())?;
