@@ -404,7 +404,7 @@ fn table(result: &Value, native_startup: f64) -> String {
     row("import them from the mounted tree (ms)", &|v| if v["package_imports_ms"].is_null() { "—".into() } else { median(&v["package_imports_ms"]["from_tree"]) });
     row("RSS per live sandbox (MiB)", &|v| format!("{:.1}", v["rss_per_sandbox_mib"].as_f64().unwrap_or(f64::NAN)));
     for size in ["plain", "component", "cwasm", "command"] {
-        row(&format!("size, {size} (MiB)"), &|v| format!("{:.1}", v["sizes_mib"][size].as_f64().unwrap_or(f64::NAN)));
+        row(&format!("size, {size} (MiB)"), &|v| v["sizes_mib"][size].as_f64().map_or_else(|| "—".to_owned(), |mib| format!("{mib:.1}")));
     }
     text.push_str(&format!("\nnative python3 start-up: {native_startup:.2} ms (median)\n"));
     text
