@@ -430,14 +430,19 @@ fn link_core_module(
             cmd!(shell, "{clang} {target...} {compile_flags...} -c {source} -o {object}").quiet().run().with_context(|| format!("compile {stub} for {name}"))?;
             objects.push(object);
         }
-        let temporary = cache::temporary_sibling(output);
-        cmd!(shell, "{clang} {target...} {link_flags...} {staticlib} {objects...} {STATIC_WASI_EMULATIONS...} -o {temporary}")
-        .quiet()
-        .run()
-        .with_context(|| format!("link {name}"))?;
-        fs::rename(&temporary, output)?;
-        Ok(())
+        link_into(output, &name, |temporary| {
+            cmd!(shell, "{clang} {target...} {link_flags...} {staticlib} {objects...} {STATIC_WASI_EMULATIONS...} -o {temporary}")
+        })
     })?;
+    Ok(())
+}
+
+/// Runs the link command `link` makes for a temporary name beside `output`, then moves the
+/// result into place: an interrupted link leaves nothing under the output's name.
+fn link_into<'a>(output: &Path, name: &str, link: impl FnOnce(&Path) -> xshell::Cmd<'a>) -> Result<()> {
+    let temporary = cache::temporary_sibling(output);
+    link(&temporary).quiet().run().with_context(|| format!("link {name}"))?;
+    fs::rename(&temporary, output)?;
     Ok(())
 }
 
@@ -715,16 +720,12 @@ fn link_library(
         let shell = Shell::new()?;
         let clang = &fetched.wasi.clang;
         // `--strip-all` drops the name section, so the temporary name leaves no trace.
-        let temporary = cache::temporary_sibling(output);
-        cmd!(
-            shell,
-            "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all {archive...} {objects...} -o {temporary}"
-        )
-        .quiet()
-        .run()
-        .with_context(|| format!("link {name}"))?;
-        fs::rename(&temporary, output)?;
-        Ok(())
+        link_into(output, &name, |temporary| {
+            cmd!(
+                shell,
+                "{clang} --target=wasm32-wasip1 -fuse-ld=lld -nostdlib -shared -Wl,--no-entry -Wl,--allow-undefined -Wl,--no-export-dynamic {export_flags...} -Wl,--strip-all {archive...} {objects...} -o {temporary}"
+            )
+        })
     })?;
     Ok(())
 }

@@ -112,32 +112,27 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
             "hashes": [{ "alg": "SHA-256", "content": member.sha256 }],
         }));
     }
-    for deb in &lock.debian_debs {
-        let purl = format!("pkg:deb/debian/{}@{}", deb.package, deb.version);
-        components.push(json!({
-            "type": "application",
+    let deb = |package: &str, version: &str, sha256: &str, (kind, scope): (&str, &str), description: String| {
+        let purl = format!("pkg:deb/debian/{package}@{version}");
+        json!({
+            "type": kind,
             "bom-ref": purl,
-            "name": deb.package,
-            "version": deb.version,
+            "name": package,
+            "version": version,
             "purl": purl,
-            "scope": "excluded",
-            "description": "build toolchain (not inside the artifacts)",
-            "hashes": [{ "alg": "SHA-256", "content": deb.sha256 }],
-        }));
+            "scope": scope,
+            "description": description,
+            "hashes": [{ "alg": "SHA-256", "content": sha256 }],
+        })
+    };
+    for pin in &lock.debian_debs {
+        let description = "build toolchain (not inside the artifacts)".to_owned();
+        components.push(deb(&pin.package, &pin.version, &pin.sha256, ("application", "excluded"), description));
     }
     // Linked into the core module: inside the artifacts.
-    for deb in &lock.unpacked_debs {
-        let purl = format!("pkg:deb/debian/{}@{}", deb.package, deb.version);
-        components.push(json!({
-            "type": "library",
-            "bom-ref": purl,
-            "name": deb.package,
-            "version": deb.version,
-            "purl": purl,
-            "scope": "required",
-            "description": format!("Debian's `{}` package, its static libraries linked into the core module", deb.suite),
-            "hashes": [{ "alg": "SHA-256", "content": deb.sha256 }],
-        }));
+    for pin in &lock.unpacked_debs {
+        let description = format!("Debian's `{}` package, its static libraries linked into the core module", pin.suite);
+        components.push(deb(&pin.package, &pin.version, &pin.sha256, ("library", "required"), description));
     }
     // The package sets' wheels: inside the `<variant>+<set>` components' snapshots and trees.
     let mut seen = std::collections::BTreeSet::new();
