@@ -23,6 +23,9 @@ pub const GUEST_PATH: &str = "/site-packages";
 pub const SOURCE: &str = "xtask/src/build/packages.rs";
 /// The file beside a set's tree that names the lock it was made from.
 pub const LOCK_RECORD: &str = "lock-path";
+/// The repository's own package sets: `cargo xtask test` builds both variants with them, and
+/// the vendor bundle always carries their wheels.
+pub const REPOSITORY_SETS: &[&str] = &["tests/packages/sandbox-set.lock"];
 
 /// A package set, as the build uses it.
 pub struct PackageSet {

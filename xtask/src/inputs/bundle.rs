@@ -11,6 +11,8 @@
 //! DIR/wheels/                the pinned CPython wheel
 //! DIR/debs/                  the pinned Debian packages (`[[debian-debs]]` and `[[unpacked-debs]]`)
 //! DIR/sources/               the pinned `.crate`s the build patches (`[[patched-crates]]`)
+//! DIR/packages/<sha256>/     the wheels of the repository's package sets (and those given to
+//!                            `vendor --packages`), each under the sha256 its lock pins
 //! DIR/cargo-config.toml      source replacement for every cargo build, `net.offline`:
 //!                            generated from the directory's name, checked byte for byte
 //! DIR/wasi-sdk/              the pinned WASI SDK tarball, when it was cached: checked
@@ -42,6 +44,8 @@ pub const WHEELS_DIR: &str = "wheels";
 pub const DEBS_DIR: &str = "debs";
 pub const SOURCES_DIR: &str = "sources";
 pub const WASI_SDK_DIR: &str = "wasi-sdk";
+/// The wheels of package sets: `packages/<sha256>/<wheel file>`.
+pub const PACKAGES_DIR: &str = "packages";
 const SCHEMA: u32 = 2;
 /// At most this many differing files are named in one error.
 const NAMED_AT_MOST: usize = 20;

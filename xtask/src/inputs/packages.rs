@@ -467,6 +467,30 @@ pub fn fetch_wheels(cache: &Cache, sources: &Sources, lock: &Path) -> Result<Vec
             missing.push(pin.clone());
         }
     }
+    if let (Some(bundle), false) = (&sources.vendor, missing.is_empty()) {
+        // A vendored wheel lies under the sha256 its line pins; its bytes are checked again.
+        for pin in std::mem::take(&mut missing) {
+            let directory = bundle.root.join(crate::inputs::bundle::PACKAGES_DIR).join(&pin.sha256);
+            let file = fs::read_dir(&directory).ok().and_then(|mut entries| entries.next()).and_then(|entry| entry.ok()).map(|entry| entry.path());
+            let Some(file) = file else {
+                bail!(
+                    "the vendor bundle {} has no wheel for {}=={} (sha256 {}); make the bundle with `cargo xtask vendor --packages {}`",
+                    bundle.root.display(),
+                    pin.name,
+                    pin.version,
+                    pin.sha256,
+                    lock.display()
+                );
+            };
+            let file_name = file.file_name().context("a wheel has a name")?.to_string_lossy().into_owned();
+            if !is_pure_wheel(&file_name) {
+                bail!("the vendor bundle's {} is not a pure-Python wheel", file.display());
+            }
+            cache.insert_copy(&file, &pin.sha256, &file_name)?;
+            fs::create_dir_all(&names)?;
+            write_atomic(&names.join(&pin.sha256), file_name.as_bytes())?;
+        }
+    }
     if !missing.is_empty() {
         let list = missing.iter().map(|pin| format!("{}=={}", pin.name, pin.version)).collect::<Vec<_>>().join(", ");
         if let Some(reason) = sources.refuse_network(&format!("the wheels {list} of {}", lock.display())) {

@@ -32,6 +32,10 @@ pub struct Args {
     /// a pin), so offline builds of the commit accept exactly this bundle
     #[arg(long)]
     pub update_pin: bool,
+    /// A package lock (repeatable) whose wheels the bundle also carries, besides those of the
+    /// repository's own sets (a bundle with more than those no longer matches the pin)
+    #[arg(long = "packages", value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
 }
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
@@ -51,27 +55,36 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
 
     let mut sums = None;
     cache::replace_output_dir(&out, "vendor", |staging| {
-        eprintln!("[1/5] crates of the host workspace, the guest workspace and Rust's standard library");
+        eprintln!("[1/6] crates of the host workspace, the guest workspace and Rust's standard library");
         vendor_crates(workspace, &fetched.rust, &staging.join(CRATES_DIR))?;
 
-        eprintln!("[2/5] the pinned CPython wheel");
+        eprintln!("[2/6] the pinned CPython wheel");
         let wheel_pin = lock.wheel_for_host()?;
         let wheel = fetch::wheel(lock, cache, sources)?;
         copy_into(&wheel, &staging.join(WHEELS_DIR).join(&wheel_pin.filename))?;
 
-        eprintln!("[3/5] the pinned Debian packages ({} .deb files, {} used unpacked)", lock.debian_debs.len(), lock.unpacked_debs.len());
+        eprintln!("[3/6] the pinned Debian packages ({} .deb files, {} used unpacked)", lock.debian_debs.len(), lock.unpacked_debs.len());
         download_debs(lock, &staging.join(DEBS_DIR))?;
         for pin in &lock.unpacked_debs {
             copy_into(&unpacked::deb_file(cache, sources, pin)?, &staging.join(DEBS_DIR).join(&pin.file))?;
         }
 
-        eprintln!("[4/5] the originals of the patched crates");
+        eprintln!("[4/6] the originals of the patched crates");
         for pin in &lock.patched_crates {
             let original = patch::original_crate(cache, sources, pin)?;
             copy_into(&original, &staging.join(SOURCES_DIR).join(patch::crate_file_name(pin)))?;
         }
 
-        eprintln!("[5/5] the WASI SDK tarball, when it is cached");
+        let mut locks: Vec<PathBuf> = crate::build::packages::REPOSITORY_SETS.iter().map(|lock| workspace.path(lock)).collect();
+        locks.extend(args.packages.iter().cloned());
+        eprintln!("[5/6] the wheels of {} package set(s)", locks.len());
+        for lock in &locks {
+            for wheel in crate::inputs::packages::fetch_wheels(cache, sources, lock)? {
+                copy_into(&wheel.path, &staging.join(bundle::PACKAGES_DIR).join(&wheel.pin.sha256).join(&wheel.file_name))?;
+            }
+        }
+
+        eprintln!("[6/6] the WASI SDK tarball, when it is cached");
         match lock.wasi_sdk.platforms.get(&host_platform()) {
             Some(pin) => match cache.get(&pin.sha256)? {
                 Some(tarball) => copy_into(&tarball, &staging.join(WASI_SDK_DIR).join(toolchain::sdk_file_name(&pin.url)))?,

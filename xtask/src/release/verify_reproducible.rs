@@ -30,6 +30,10 @@ pub struct Args {
     /// when the builds differ)
     #[arg(long)]
     pub keep: bool,
+    /// A package lock (repeatable): both builds also make and ship its set (`dist --packages`);
+    /// the bundle must carry its wheels (`vendor --packages`, or a repository set)
+    #[arg(long = "packages", value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
 }
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
@@ -41,14 +45,15 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let commit = git_output(&workspace.root, &["rev-parse", "HEAD"])?.trim().to_owned();
 
     eprintln!("== first build: this checkout ({})", workspace.root.display());
-    let first = dist::run(workspace, cache, sources, &dist::Args::default())?;
+    let packages: Vec<PathBuf> = args.packages.iter().map(std::path::absolute).collect::<std::io::Result<_>>()?;
+    let first = dist::run(workspace, cache, sources, &dist::Args { packages: packages.clone(), ..Default::default() })?;
 
     let bundle_dir = std::path::absolute(args.bundle.clone().unwrap_or_else(|| workspace.path("target/vendor")))?;
     let bundle = match Bundle::open(&bundle_dir, workspace) {
         Ok(bundle) => bundle,
         Err(error) => {
             eprintln!("the vendor bundle is not usable ({error:#}); making it");
-            vendor::run(workspace, cache, sources, &vendor::Args { out: Some(bundle_dir.clone()), update_pin: false })?;
+            vendor::run(workspace, cache, sources, &vendor::Args { out: Some(bundle_dir.clone()), update_pin: false, packages: packages.clone() })?;
             Bundle::open(&bundle_dir, workspace)?
         }
     };
@@ -75,6 +80,10 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let second_dist = clone.join("target/dist");
     let second_started = Instant::now();
     let mut command = isolated_build(&bundle, &clone, &scratch, &second_dist);
+    for lock in &packages {
+        // A lock of this repository is read from the clone, as a packager would.
+        command.arg("--packages").arg(lock.strip_prefix(&workspace.root).map(|relative| clone.join(relative)).unwrap_or_else(|_| lock.clone()));
+    }
     let status = command.status().context("start the second build")?;
     let second_seconds = second_started.elapsed().as_secs_f64();
     if !status.success() {

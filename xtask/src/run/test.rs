@@ -13,7 +13,7 @@ use crate::run::conformance::{self, ConformanceArgs};
 use crate::workspace::{host_cargo, Workspace};
 
 /// The package set `cargo xtask test` builds both variants with, and its cases.
-const TEST_PACKAGE_SET: &str = "tests/packages/sandbox-set.lock";
+const TEST_PACKAGE_SET: &str = crate::build::packages::REPOSITORY_SETS[0];
 const TEST_PACKAGE_CASES: &str = "tests/packages/cases";
 
 #[derive(clap::Args)]
