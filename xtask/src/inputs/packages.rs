@@ -461,15 +461,13 @@ pub fn fetch_wheels(cache: &Cache, sources: &Sources, lock: &Path) -> Result<Vec
         let Ok(file_name) = fs::read_to_string(names.join(&pin.sha256)) else { return Ok(None) };
         Ok(Some(FetchedWheel { pin: pin.clone(), file_name, path }))
     };
-    let mut missing = Vec::new();
-    for pin in &pins {
-        if cached(pin)?.is_none() {
-            missing.push(pin.clone());
-        }
-    }
+    // Each wheel is looked up (and hashed) once; only those missing are looked up again after
+    // they were brought in.
+    let found: Vec<Option<FetchedWheel>> = pins.iter().map(cached).collect::<Result<_>>()?;
+    let missing: Vec<Pin> = pins.iter().zip(&found).filter(|(_, wheel)| wheel.is_none()).map(|(pin, _)| pin.clone()).collect();
     if let (Some(bundle), false) = (&sources.vendor, missing.is_empty()) {
         // A vendored wheel lies under the sha256 its line pins; its bytes are checked again.
-        for pin in std::mem::take(&mut missing) {
+        for pin in &missing {
             let directory = bundle.root.join(crate::inputs::bundle::PACKAGES_DIR).join(&pin.sha256);
             let file = fs::read_dir(&directory).ok().and_then(|mut entries| entries.next()).and_then(|entry| entry.ok()).map(|entry| entry.path());
             let Some(file) = file else {
@@ -482,16 +480,9 @@ pub fn fetch_wheels(cache: &Cache, sources: &Sources, lock: &Path) -> Result<Vec
                     lock.display()
                 );
             };
-            let file_name = file.file_name().context("a wheel has a name")?.to_string_lossy().into_owned();
-            if !is_pure_wheel(&file_name) {
-                bail!("the vendor bundle's {} is not a pure-Python wheel", file.display());
-            }
-            cache.insert_copy(&file, &pin.sha256, &file_name)?;
-            fs::create_dir_all(&names)?;
-            write_atomic(&names.join(&pin.sha256), file_name.as_bytes())?;
+            admit_wheel(cache, &names, &file, pin, Admit::Copy)?;
         }
-    }
-    if !missing.is_empty() {
+    } else if !missing.is_empty() {
         let list = missing.iter().map(|pin| format!("{}=={}", pin.name, pin.version)).collect::<Vec<_>>().join(", ");
         if let Some(reason) = sources.refuse_network(&format!("the wheels {list} of {}", lock.display())) {
             bail!(reason);
@@ -504,8 +495,33 @@ pub fn fetch_wheels(cache: &Cache, sources: &Sources, lock: &Path) -> Result<Vec
         result?;
     }
     pins.iter()
-        .map(|pin| cached(pin)?.with_context(|| format!("{}=={} is not in the cache after its download", pin.name, pin.version)))
+        .zip(found)
+        .map(|(pin, wheel)| match wheel {
+            Some(wheel) => Ok(wheel),
+            None => cached(pin)?.with_context(|| format!("{}=={} is not in the cache after it was brought in", pin.name, pin.version)),
+        })
         .collect()
+}
+
+/// How a checked wheel enters the cache: copied (from a bundle) or moved (a download).
+enum Admit {
+    Copy,
+    Move,
+}
+
+/// Lets the wheel `file` into the cache as `pin`'s: a pure-Python wheel whose sha256 is the
+/// pinned one (the cache checks it), its file name recorded beside it.
+fn admit_wheel(cache: &Cache, names: &Path, file: &Path, pin: &Pin, how: Admit) -> Result<()> {
+    let file_name = file.file_name().context("a wheel has a name")?.to_string_lossy().into_owned();
+    if !is_pure_wheel(&file_name) {
+        bail!("{} ({}) is not a pure-Python wheel; the sandboxes cannot load native extensions", file.display(), pin.name);
+    }
+    match how {
+        Admit::Copy => cache.insert_copy(file, &pin.sha256, &file_name)?,
+        Admit::Move => cache.insert_file(file, &pin.sha256, &file_name)?,
+    };
+    fs::create_dir_all(names)?;
+    write_atomic(&names.join(&pin.sha256), file_name.as_bytes())
 }
 
 fn download_wheels(missing: &[Pin], scratch: &Path, cache: &Cache, names: &Path) -> Result<()> {
@@ -527,19 +543,13 @@ fn download_wheels(missing: &[Pin], scratch: &Path, cache: &Cache, names: &Path)
     if !status.success() {
         bail!("`pip download --require-hashes` of the locked wheels failed ({status}); see pip's message above (a hash that does not match means the index serves other bytes than the lock pins)");
     }
-    fs::create_dir_all(names)?;
     for entry in fs::read_dir(&downloads)? {
         let path = entry?.path();
-        let file_name = path.file_name().context("a download has a name")?.to_string_lossy().into_owned();
         let digest = crate::inputs::cache::sha256_file(&path)?;
         let Some(pin) = missing.iter().find(|pin| pin.sha256 == digest) else {
-            bail!("pip downloaded {file_name} (sha256 {digest}), which the lock does not pin");
+            bail!("pip downloaded {} (sha256 {digest}), which the lock does not pin", path.display());
         };
-        if !is_pure_wheel(&file_name) {
-            bail!("{file_name} ({}) is not a pure-Python wheel; the sandboxes cannot load native extensions", pin.name);
-        }
-        cache.insert_file(&path, &pin.sha256, &file_name)?;
-        write_atomic(&names.join(&pin.sha256), file_name.as_bytes())?;
+        admit_wheel(cache, names, &path, pin, Admit::Move)?;
     }
     Ok(())
 }
