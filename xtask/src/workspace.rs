@@ -29,9 +29,12 @@ impl Workspace {
     }
 
     /// The guests' own cargo target directory (they build for another target with another
-    /// rustc, so they never share the host's).
+    /// rustc, so they never share the host's), one per checkout: the guests' rustflags name
+    /// the checkout's path (to remap it), so two checkouts sharing one directory (a clone
+    /// beside the working copy, both with CARGO_TARGET_DIR set) would each rebuild the
+    /// RustPython guest from scratch whenever the other one had built last.
     pub fn guest_target_dir(&self) -> PathBuf {
-        self.target_dir.join("guests")
+        self.target_dir.join("guests").join(checkout_key(&self.root))
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -40,6 +43,26 @@ impl Workspace {
 
     pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
         self.root.join(relative)
+    }
+}
+
+/// A short, stable name for the checkout at `root`: the start of its path's SHA-256.
+fn checkout_key(root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    digest[..6].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_checkouts_build_their_guests_apart_and_one_checkout_always_in_the_same_place() {
+        let at = |root: &str| Workspace { root: root.into(), target_dir: "/shared/target".into() }.guest_target_dir();
+        assert_ne!(at("/work/main"), at("/tmp/clone"));
+        assert_eq!(at("/work/main"), at("/work/main"));
+        assert!(at("/work/main").starts_with("/shared/target/guests"));
     }
 }
 

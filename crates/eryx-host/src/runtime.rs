@@ -1,8 +1,9 @@
 //! [`Runtime`]: one variant's compiled component, its engine, instance pool and task
 //! runtime; it creates sandboxes.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, Result};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -19,6 +20,12 @@ use crate::{bindings, compile_cache, engine, tail, Callbacks, Limits, Sandbox, V
 /// sandbox's one linear memory and 128 MiB for the fiber stack its calls run on, so a runtime
 /// reserves about 2.1 TiB of the 128 TiB a Linux process has.
 pub const MAX_LIVE_SANDBOXES: u32 = 500;
+
+/// How many fresh instances a [`Runtime`] keeps ready by default ([`Runtime::keep_warm`]).
+/// They are made, and used ones are dropped, on a thread of the runtime's own, so a caller
+/// asking for a sandbox takes one that is ready instead of paying the instantiation; each
+/// holds a slot of the instance pool and the few pages its instantiation touched.
+pub const WARM_SANDBOXES: usize = 2;
 
 /// Where a [`Runtime`]'s compiled component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +109,33 @@ pub(crate) struct Blueprint {
     variant: VariantEntry,
     memory_bytes: usize,
     fuel: Option<u64>,
+    /// Fresh instances made ahead of time, and used stores waiting to be dropped.
+    warm: Warm,
+}
+
+/// The instances a runtime keeps ready and the stores it drops off the callers' path, shared
+/// with the runtime's warm-up thread.
+struct Warm {
+    state: Mutex<WarmState>,
+    /// Wakes the warm-up thread (an instance was taken, a store retired, the runtime closed).
+    wake: Condvar,
+    /// Signalled when the warm-up thread finished a piece of work (`busy` cleared).
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct WarmState {
+    ready: VecDeque<Fresh>,
+    retired: Vec<Store<State>>,
+    /// How many instances to keep ready.
+    target: usize,
+    /// Set when the runtime is dropped: the thread drops what it holds and ends.
+    closed: bool,
+    /// The thread is dropping stores or making an instance (outside the lock).
+    busy: bool,
+    /// The last instantiation of the thread failed (no free slot, say): it waits for a
+    /// change (a store retired, an instance taken) before trying again.
+    stalled: bool,
 }
 
 /// A fresh instance: its store, its bindings, the tail of its own stderr and the capture of
@@ -114,6 +148,92 @@ pub(crate) struct Fresh {
 }
 
 impl Blueprint {
+    /// A fresh instance for `callbacks`: one made ahead of time when there is one, else made
+    /// now. Either way it comes from the snapshot and never ran a caller's code.
+    pub(crate) async fn take_fresh(&self, callbacks: Arc<Callbacks>) -> Result<Fresh> {
+        if let Some(fresh) = self.take_warm() {
+            return Ok(fresh.with_callbacks(callbacks));
+        }
+        if let Ok(fresh) = self.instantiate(callbacks.clone()).await {
+            return Ok(fresh);
+        }
+        // Every slot of the pool may be taken only for now: by stores the caller dropped that
+        // wait to be dropped for good, or by the instance the warm-up thread is making. Once
+        // the thread is done, the retired stores are dropped here and it is tried again, so a
+        // caller who dropped a sandbox can always make one in its place.
+        let retired = {
+            let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while state.busy {
+                state = self.warm.idle.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            std::mem::take(&mut state.retired)
+        };
+        drop(retired);
+        if let Some(fresh) = self.take_warm() {
+            return Ok(fresh.with_callbacks(callbacks));
+        }
+        self.instantiate(callbacks).await
+    }
+
+    fn take_warm(&self) -> Option<Fresh> {
+        let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh = state.ready.pop_front()?;
+        state.stalled = false;
+        self.warm.wake.notify_one();
+        Some(fresh)
+    }
+
+    /// Hands a used store to the warm-up thread to drop (giving its slot back costs the
+    /// resetting of what it touched), or drops it here once the runtime is gone.
+    pub(crate) fn retire(&self, store: Store<State>) {
+        let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.closed {
+            drop(state);
+            drop(store);
+            return;
+        }
+        state.retired.push(store);
+        state.stalled = false;
+        self.warm.wake.notify_one();
+    }
+
+    /// The warm-up thread: drops retired stores and keeps `target` instances ready until the
+    /// runtime is dropped.
+    fn warm_up_thread(self: Arc<Self>, tasks: Arc<Tasks>) {
+        loop {
+            let (retired, wanted) = {
+                let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                while !state.closed && state.retired.is_empty() && (state.stalled || state.ready.len() >= state.target) {
+                    state = self.warm.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                if state.closed {
+                    let ready = std::mem::take(&mut state.ready);
+                    let retired = std::mem::take(&mut state.retired);
+                    drop(state);
+                    drop((ready, retired));
+                    return;
+                }
+                state.busy = true;
+                (std::mem::take(&mut state.retired), !state.stalled && state.ready.len() < state.target)
+            };
+            drop(retired);
+            let made = if wanted { Some(tasks.block_on(self.instantiate(Arc::new(Callbacks::new())))) } else { None };
+            let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.busy = false;
+            self.warm.idle.notify_all();
+            let Some(made) = made else { continue };
+            match made {
+                Ok(fresh) if !state.closed && state.ready.len() < state.target => state.ready.push_back(fresh),
+                Ok(fresh) => {
+                    drop(state);
+                    drop(fresh);
+                }
+                // A caller asking for a sandbox meets the same error and reports it.
+                Err(_) => state.stalled = true,
+            }
+        }
+    }
+
     /// A store with no instance (it takes no slot of the pool), to hold a sandbox's place
     /// while its instance is replaced.
     pub(crate) fn empty_store(&self) -> Store<State> {
@@ -140,6 +260,14 @@ impl Blueprint {
         }
         let instance = self.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiate the component")?;
         Ok(Fresh { store, instance, guest_stderr, output })
+    }
+}
+
+impl Fresh {
+    /// The instance with the callbacks of the caller who takes it (it was made with none).
+    fn with_callbacks(mut self, callbacks: Arc<Callbacks>) -> Fresh {
+        self.store.data_mut().set_callbacks(callbacks);
+        self
     }
 }
 
@@ -216,8 +344,55 @@ impl Runtime {
                 )
             })?;
         start_epoch_ticker(&engine);
-        let blueprint = Arc::new(Blueprint { engine, pre, variant, memory_bytes: limits.memory_bytes, fuel: limits.fuel });
-        Ok(Runtime { blueprint, tasks: Arc::new(Tasks::new()?), limits, loaded })
+        let warm = Warm {
+            state: Mutex::new(WarmState { target: WARM_SANDBOXES, ..WarmState::default() }),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+        };
+        let blueprint = Arc::new(Blueprint { engine, pre, variant, memory_bytes: limits.memory_bytes, fuel: limits.fuel, warm });
+        let tasks = Arc::new(Tasks::new()?);
+        let (thread_blueprint, thread_tasks) = (blueprint.clone(), tasks.clone());
+        std::thread::Builder::new()
+            .name("eryx warm-up".into())
+            .spawn(move || thread_blueprint.warm_up_thread(thread_tasks))
+            .context("start the runtime's warm-up thread")?;
+        Ok(Runtime { blueprint, tasks, limits, loaded })
+    }
+
+    /// How many fresh instances to keep ready ([`WARM_SANDBOXES`] by default; 0 makes every
+    /// sandbox instantiate on the caller's thread, and drops the ready ones).
+    pub fn keep_warm(&self, count: usize) {
+        let dropped = {
+            let mut state = self.blueprint.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.target = count;
+            state.stalled = false;
+            self.blueprint.warm.wake.notify_one();
+            let keep = state.ready.len().min(count);
+            state.ready.split_off(keep)
+        };
+        drop(dropped);
+    }
+
+    /// Waits until the runtime holds as many ready instances as it keeps ([`Runtime::keep_warm`]),
+    /// or `timeout` passed; answers whether they are ready. For a host that wants its first
+    /// requests served warm, and for measurements.
+    pub fn wait_warm(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let state = self.blueprint.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if state.ready.len() >= state.target {
+                    return true;
+                }
+                if state.stalled {
+                    return false;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     /// A fresh sandbox with its own namespace. Not from inside an async runtime (it blocks):
@@ -229,7 +404,7 @@ impl Runtime {
     /// [`Runtime::sandbox`] for async code: a future for the caller's tokio runtime (which
     /// must have its timers enabled).
     pub async fn sandbox_async(&self, callbacks: Arc<Callbacks>) -> Result<Sandbox> {
-        let fresh = self.blueprint.instantiate(callbacks.clone()).await?;
+        let fresh = self.blueprint.take_fresh(callbacks.clone()).await?;
         Ok(Sandbox {
             store: fresh.store,
             instance: fresh.instance,
@@ -247,6 +422,16 @@ impl Runtime {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+}
+
+impl Drop for Runtime {
+    /// Ends the warm-up thread; it drops the ready instances. Sandboxes still alive drop
+    /// their stores themselves from now on.
+    fn drop(&mut self) {
+        let mut state = self.blueprint.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.closed = true;
+        self.blueprint.warm.wake.notify_one();
     }
 }
 

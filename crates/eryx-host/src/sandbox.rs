@@ -219,7 +219,7 @@ impl Sandbox {
         empty.data_mut().journal = journal;
         drop(std::mem::replace(&mut self.store, empty));
         self.poisoned = Some(ExecError::Trap("the sandbox's clear did not finish; clear it again".into()));
-        let fresh = match self.blueprint.instantiate(self.callbacks.clone()).await {
+        let fresh = match self.blueprint.take_fresh(self.callbacks.clone()).await {
             Ok(fresh) => fresh,
             Err(error) => {
                 let error = ExecError::Trap(format!("a fresh instance could not be made: {error:#}"));
@@ -291,6 +291,15 @@ impl Sandbox {
     }
 }
 
+impl Drop for Sandbox {
+    /// The used instance goes to the runtime's warm-up thread to be dropped: giving its slot
+    /// back (resetting what it touched) is not the caller's wait.
+    fn drop(&mut self) {
+        let empty = self.blueprint.empty_store();
+        self.blueprint.retire(std::mem::replace(&mut self.store, empty));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -332,6 +341,27 @@ mod tests {
         assert!(sandboxes[7].recorded_callbacks().is_some(), "the journal stays");
         // The cleared sandbox is usable (its exports trap here: it was entered).
         assert!(matches!(sandboxes[7].execute("print(1)"), Err(ExecError::Trap(text)) if text.contains("unreachable")));
+    }
+
+    #[test]
+    fn a_dropped_sandbox_gives_its_slot_back_before_the_next_one_is_asked_for() {
+        // Used stores are dropped by the warm-up thread; a caller at the pool's limit who drops
+        // a sandbox must still get one at once, every time (with and without warm instances).
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("runtime-trap.wasm");
+        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
+        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.path().join("compiled")).unwrap();
+        for warm in [crate::runtime::WARM_SANDBOXES, 0] {
+            runtime.keep_warm(warm);
+            let mut sandboxes: Vec<Sandbox> =
+                (0..crate::MAX_LIVE_SANDBOXES).map(|_| runtime.sandbox(Arc::new(Callbacks::new())).unwrap()).collect();
+            assert!(runtime.sandbox(Arc::new(Callbacks::new())).is_err(), "the pool is full");
+            for round in 0..50 {
+                sandboxes.pop();
+                sandboxes.push(runtime.sandbox(Arc::new(Callbacks::new())).unwrap_or_else(|error| panic!("round {round}: {error:#}")));
+            }
+            drop(sandboxes);
+        }
     }
 
     #[test]

@@ -66,6 +66,11 @@ impl Drop for Reservation {
 }
 
 impl State {
+    /// Gives an instance made ahead of time the callbacks of the sandbox that takes it.
+    pub(crate) fn set_callbacks(&mut self, callbacks: Arc<Callbacks>) {
+        self.callbacks = callbacks;
+    }
+
     /// A sandbox's state: its WASI context, its callbacks, a memory limit; no trace events,
     /// no callback made yet.
     pub(crate) fn new(wasi: WasiCtx, callbacks: Arc<Callbacks>, memory_bytes: usize) -> State {

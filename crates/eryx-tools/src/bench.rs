@@ -4,13 +4,20 @@
 //!
 //! ```text
 //! {"variants": {"<name>": {"sandbox_ready_ms": {"plain": {"median", "min", "max"}, "preinit": …,
-//!   "preinit_cwasm": …}, "runtime_load_ms": {…}, "execute_ms": …, "callback_ms": …,
+//!   "preinit_cwasm": …}, "sandbox_ready_instantiated_ms": {…}, "runtime_load_ms": {…},
+//!   "execute_ms": …, "callback_ms": …,
 //!   "awaited_callback_ms": …, "five_100ms_callbacks_ms": {"sequential": …, "gathered": …},
 //!   "gather_speedup": …, "compute_ratio_to_native": {"<workload>": …},
 //!   "rss_per_sandbox_mib": …, "sizes_mib": {…},
 //!   "package_imports_ms": null, or for `<variant>+<set>` {"modules": […], "baked": …, "from_tree": …}}},
-//!  "native": {"python3_startup_ms": …, "compute_ms": {…}}, "build_steps_s": {…}, "runs": N}
+//!  "native": {"python3_startup_ms": …, "version": …, "compute_s": {…}},
+//!  "pyodide": {"version", "load_ms", "compute_ratio_to_native": {…}} or {"skipped": why},
+//!  "build_steps_s": {…}, "runs": N}
 //! ```
+//!
+//! Sandbox ready is a sandbox asked for and its first `print(1)` done, from a warm instance
+//! (the runtime's default) and instantiated on the caller's thread; the compute ratios run
+//! the workload file (`bench/compute.py`) on every side in the same run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,69 +50,61 @@ pub struct Args {
     /// The native interpreter to compare with
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// The compute workload file
+    #[arg(long, default_value = "bench/compute.py")]
+    pub workloads: PathBuf,
+    /// How many times each compute workload runs on each side (the median counts)
+    #[arg(long, default_value_t = 3)]
+    pub compute_runs: usize,
+    /// The unpacked `pyodide` npm package: also run the workloads under Pyodide in Node
+    #[arg(long, value_name = "DIR")]
+    pub pyodide: Option<PathBuf>,
 }
 
-/// The compute workloads: each prints the seconds its own work took (measured inside the
-/// interpreter, so start-up is not part of it), the same code natively and in a sandbox.
-const WORKLOADS: &[(&str, &str)] = &[
-    (
-        "nbody",
-        r#"
-import time
-def run(steps):
-    bodies = [[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 39.47], [4.84, -1.16, -0.10, 0.60, 2.81, -0.02, 0.037],
-              [8.34, 4.12, -0.40, -1.01, 1.82, 0.008, 0.011], [12.89, -15.11, -0.22, 1.08, 0.86, -0.01, 0.0017],
-              [15.37, -25.91, 0.17, 0.97, 0.59, -0.03, 0.002]]
-    for _ in range(steps):
-        for i, a in enumerate(bodies):
-            for b in bodies[i + 1:]:
-                dx, dy, dz = a[0] - b[0], a[1] - b[1], a[2] - b[2]
-                d2 = dx * dx + dy * dy + dz * dz
-                mag = 0.01 / (d2 * d2 ** 0.5)
-                a[3] -= dx * b[6] * mag; a[4] -= dy * b[6] * mag; a[5] -= dz * b[6] * mag
-                b[3] += dx * a[6] * mag; b[4] += dy * a[6] * mag; b[5] += dz * a[6] * mag
-        for body in bodies:
-            body[0] += 0.01 * body[3]; body[1] += 0.01 * body[4]; body[2] += 0.01 * body[5]
-started = time.perf_counter(); run(2000); print(time.perf_counter() - started)
-"#,
-    ),
-    (
-        "json",
-        r#"
-import json, time
-data = {"items": [{"id": i, "name": f"item {i}", "tags": ["a", "b"], "price": i * 1.5} for i in range(2000)]}
-started = time.perf_counter()
-for _ in range(5):
-    assert json.loads(json.dumps(data)) == data
-print(time.perf_counter() - started)
-"#,
-    ),
-    (
-        "regex",
-        r#"
-import re, time
-text = " ".join(f"user{i}@host{i % 7}.example word{i}" for i in range(5000))
-pattern = re.compile(r"(\w+)@(\w+)\.example")
-started = time.perf_counter()
-for _ in range(5):
-    assert len(pattern.findall(text)) == 5000
-print(time.perf_counter() - started)
-"#,
-    ),
-    (
-        "dict_loop",
-        r#"
-import time
-started = time.perf_counter()
-counts = {}
-for i in range(100000):
-    key = i % 1000
-    counts[key] = counts.get(key, 0) + i
-assert len(counts) == 1000
-print(time.perf_counter() - started)
-"#,
-    ),
-];
+/// The compute workloads: a Python file (`bench/compute.py`) that defines `WORKLOADS` (name →
+/// function) and `report(name)`, which prints the seconds the workload's own work took
+/// (measured inside the interpreter, so start-up and compiling the file are not part of it).
+/// The same text runs natively, in each variant and under Pyodide.
+pub struct Workloads {
+    source: String,
+    pub names: Vec<String>,
+}
+
+impl Workloads {
+    /// Reads the file and asks native `python` for its workloads' names.
+    fn load(path: &Path, python: &str) -> Result<Workloads> {
+        let source = std::fs::read_to_string(path).with_context(|| format!("read the workload file {}", path.display()))?;
+        let listing = format!("{source}\nprint(' '.join(WORKLOADS))\n");
+        let output = Command::new(python)
+            .args(["-c", &listing])
+            .output()
+            .with_context(|| format!("run {python} (pass --python to compare with another interpreter)"))?;
+        if !output.status.success() {
+            bail!("{python} could not read {}: {}", path.display(), String::from_utf8_lossy(&output.stderr).trim());
+        }
+        let names: Vec<String> = String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect();
+        if names.is_empty() {
+            bail!("{} defines no WORKLOADS", path.display());
+        }
+        Ok(Workloads { source, names })
+    }
+
+    /// The code that runs workload `name` once and prints its seconds.
+    fn code(&self, name: &str) -> String {
+        format!("{}\nreport({name:?})\n", self.source)
+    }
+}
+
+/// Parses what a workload printed: its seconds.
+fn seconds(workload: &str, side: &str, printed: &str) -> Result<f64> {
+    printed.trim().parse::<f64>().with_context(|| format!("{workload} printed {printed:?} under {side}, not its seconds"))
+}
+
+/// The geometric mean of `ratios`.
+fn geometric_mean(ratios: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, count) = ratios.into_iter().fold((0.0, 0usize), |(sum, count), ratio| (sum + ratio.ln(), count + 1));
+    (sum / count as f64).exp()
+}
 
 struct Stats {
     samples: Vec<f64>,
@@ -172,10 +171,11 @@ fn size_mib(path: &Path) -> Value {
     }
 }
 
-fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, native_compute: &BTreeMap<&str, f64>) -> Result<Value> {
+fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, workloads: &Workloads, native_compute: &BTreeMap<String, f64>) -> Result<Value> {
     let name = &variant.name;
     let callbacks = Arc::new(Callbacks::standard());
     let mut ready = serde_json::Map::new();
+    let mut instantiated = serde_json::Map::new();
     let mut load = serde_json::Map::new();
     let mut fast: Option<Runtime> = None;
     for (label, form) in [("plain", Form::Plain), ("preinit", Form::PreinitCompiled), ("preinit_cwasm", Form::Preinit)] {
@@ -188,14 +188,32 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
             Ok(millis(started))
         })?;
         let runtime = Runtime::with_form(variant.clone(), Limits::default(), &manifest.compile_cache_dir(), form)?;
-        let stats = measure(args.runs, || {
+        // A sandbox asked for and its first `print(1)` done: from one of the runtime's warm
+        // instances (the default; each request arrives when they are ready), and instantiated
+        // on the caller's thread (no warm instances).
+        let ready_once = || {
             let started = Instant::now();
             let mut sandbox = runtime.sandbox(callbacks.clone())?;
             expect_print(&mut sandbox, "print(1)", "1\n")?;
             Ok(millis(started))
+        };
+        let warm = measure(args.runs, || {
+            if !runtime.wait_warm(std::time::Duration::from_secs(30)) {
+                bail!("{name}: the runtime's warm instances were not made");
+            }
+            ready_once()
         })?;
-        eprintln!("{name}: {label}: sandbox ready {:.2} ms (median of {})", stats.median(), args.runs);
-        ready.insert(label.into(), stats.json());
+        runtime.keep_warm(0);
+        let on_request = measure(args.runs, ready_once)?;
+        runtime.keep_warm(eryx_host::runtime::WARM_SANDBOXES);
+        eprintln!(
+            "{name}: {label}: sandbox ready {:.2} ms from a warm instance, {:.2} ms instantiated on request (medians of {})",
+            warm.median(),
+            on_request.median(),
+            args.runs
+        );
+        ready.insert(label.into(), warm.json());
+        instantiated.insert(label.into(), on_request.json());
         load.insert(label.into(), load_stats.json());
         if form == Form::Preinit {
             fast = Some(runtime);
@@ -227,13 +245,15 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
     let gathered = timed(GATHER_RUNS, "import asyncio\nprint(await asyncio.gather(*(sleep(ms=100) for _ in range(5))))", slept)?;
 
     let mut ratios = serde_json::Map::new();
-    for (workload, code) in WORKLOADS {
-        let inside = measure(3, || {
-            let output = sandbox.execute(code).map_err(|error| anyhow::anyhow!("{workload}: {error}"))?;
-            output.stdout.trim().parse::<f64>().with_context(|| format!("{workload} printed {:?}", output.stdout))
+    for workload in &workloads.names {
+        let code = workloads.code(workload);
+        let inside = measure(args.compute_runs, || {
+            let output = sandbox.execute(&code).map_err(|error| anyhow::anyhow!("{workload}: {error}"))?;
+            seconds(workload, name, &output.stdout)
         })?;
-        ratios.insert((*workload).into(), json!(round(inside.median() / native_compute[workload])));
+        ratios.insert(workload.clone(), json!(round(inside.median() / native_compute[workload])));
     }
+    eprintln!("{name}: compute {}", describe_ratios(&ratios));
     drop(sandbox);
 
     let (rss_before, _) = memory_kib()?;
@@ -265,6 +285,7 @@ fn bench_variant(manifest: &Manifest, variant: &VariantEntry, args: &Args, nativ
     }
     Ok(json!({
         "sandbox_ready_ms": ready,
+        "sandbox_ready_instantiated_ms": instantiated,
         "runtime_load_ms": load,
         "execute_ms": execute.json(),
         "callback_ms": callback.json(),
@@ -312,7 +333,46 @@ fn bench_package_imports(manifest: &Manifest, variant: &VariantEntry, runtime: &
     Ok(json!({ "modules": imports, "baked": baked.json(), "from_tree": from_tree.json() }))
 }
 
-fn native(args: &Args) -> Result<(Stats, BTreeMap<&'static str, f64>)> {
+/// `name 1.23×, …, geomean 1.50×`.
+fn describe_ratios(ratios: &serde_json::Map<String, Value>) -> String {
+    let each: Vec<String> = ratios.iter().map(|(workload, ratio)| format!("{workload} {:.2}×", ratio.as_f64().unwrap_or(f64::NAN))).collect();
+    format!("{}, geomean {:.2}× native", each.join(", "), geometric_mean(ratios.values().filter_map(Value::as_f64)))
+}
+
+/// The workloads under Pyodide (`node/pyodide_compute.mjs`, in Node), as ratios to native; a
+/// note instead when Node cannot run it.
+fn pyodide(args: &Args, workloads: &Workloads, native_compute: &BTreeMap<String, f64>) -> Result<Value> {
+    let Some(directory) = &args.pyodide else {
+        return Ok(json!({"skipped": "no Pyodide package was given (cargo xtask bench fetches the pinned one when npm can)"}));
+    };
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), &workloads.source)?;
+    let spec = json!({"pyodide": directory, "file": file.path(), "workloads": workloads.names, "runs": args.compute_runs});
+    eprintln!("pyodide: loading it in Node and running the workloads");
+    let output = match Command::new("node").args(["--input-type=module", "-e", PYODIDE_RUNNER, "--"]).arg(spec.to_string()).output() {
+        Ok(output) => output,
+        Err(error) => return Ok(json!({"skipped": format!("node did not start: {error}")})),
+    };
+    if !output.status.success() {
+        bail!("the workloads failed under Pyodide ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let answer: Value = serde_json::from_slice(&output.stdout).context("read the Pyodide runner's answer")?;
+    let mut ratios = serde_json::Map::new();
+    for workload in &workloads.names {
+        let samples: Vec<f64> = answer["seconds"][workload].as_array().map(|runs| runs.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        if samples.is_empty() {
+            bail!("the Pyodide runner gave no time for {workload}");
+        }
+        ratios.insert(workload.clone(), json!(round(Stats { samples }.median() / native_compute[workload])));
+    }
+    eprintln!("pyodide: compute {}", describe_ratios(&ratios));
+    Ok(json!({"version": answer["version"], "load_ms": answer["load_ms"], "compute_ratio_to_native": ratios}))
+}
+
+/// The script [`pyodide`] gives Node.
+const PYODIDE_RUNNER: &str = include_str!("node/pyodide_compute.mjs");
+
+fn native(args: &Args, workloads: &Workloads) -> Result<(Stats, BTreeMap<String, f64>)> {
     let startup = measure(args.runs, || {
         let started = Instant::now();
         let output = Command::new(&args.python)
@@ -325,13 +385,13 @@ fn native(args: &Args) -> Result<(Stats, BTreeMap<&'static str, f64>)> {
         Ok(millis(started))
     })?;
     let mut compute = BTreeMap::new();
-    for (workload, code) in WORKLOADS {
-        let stats = measure(3, || {
-            let output = Command::new(&args.python).args(["-c", code]).output()?;
-            let text = String::from_utf8_lossy(&output.stdout);
-            text.trim().parse::<f64>().with_context(|| format!("native {workload} printed {text:?}"))
+    for workload in &workloads.names {
+        let code = workloads.code(workload);
+        let stats = measure(args.compute_runs, || {
+            let output = Command::new(&args.python).args(["-c", &code]).output()?;
+            seconds(workload, &args.python, &String::from_utf8_lossy(&output.stdout))
         })?;
-        compute.insert(*workload, stats.median());
+        compute.insert(workload.clone(), stats.median());
     }
     Ok((startup, compute))
 }
@@ -345,11 +405,13 @@ pub fn run(args: &Args) -> Result<()> {
         }
         None => manifest.variants.keys().cloned().collect(),
     };
-    let (startup, native_compute) = native(args)?;
+    let workloads = Workloads::load(&args.workloads, &args.python)?;
+    let (startup, native_compute) = native(args, &workloads)?;
     eprintln!("native {}: start-up {:.2} ms (median of {})", args.python, startup.median(), args.runs);
+    let pyodide = pyodide(args, &workloads, &native_compute)?;
     let mut variants = serde_json::Map::new();
     for name in &names {
-        variants.insert(name.clone(), bench_variant(&manifest, manifest.variant(name)?, args, &native_compute)?);
+        variants.insert(name.clone(), bench_variant(&manifest, manifest.variant(name)?, args, &workloads, &native_compute)?);
     }
     let steps_path = manifest.path.parent().unwrap_or(Path::new(".")).join(".steps").join("timings.json");
     let steps: Value = std::fs::read(&steps_path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or(Value::Null);
@@ -357,17 +419,55 @@ pub fn run(args: &Args) -> Result<()> {
         "variants": variants,
         "native": {
             "python3_startup_ms": startup.json(),
-            "compute_s": native_compute.iter().map(|(workload, seconds)| (workload.to_string(), json!(round(*seconds)))).collect::<serde_json::Map<_, _>>(),
+            "version": native_version(&args.python),
+            "compute_s": native_compute.iter().map(|(workload, seconds)| (workload.clone(), json!(round(*seconds)))).collect::<serde_json::Map<_, _>>(),
         },
+        "pyodide": pyodide,
         "build_steps_s": steps,
         "runs": args.runs,
     });
     print!("{}", table(&result, startup.median()));
+    print!("{}", compute_table(&result, &workloads));
     if let Some(path) = &args.json {
         eryx_host::write_atomic(path, format!("{result:#}\n").as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `python --version`'s answer.
+fn native_version(python: &str) -> Value {
+    Command::new(python)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|output| Value::from(String::from_utf8_lossy(&output.stdout).trim().to_owned()))
+        .unwrap_or(Value::Null)
+}
+
+/// The compute ratios of every side of `result` as a markdown table: one row per side, one
+/// column per workload and their geometric mean.
+fn compute_table(result: &Value, workloads: &Workloads) -> String {
+    let mut text = format!("\n| side (× native {}) | {} | geomean |\n|---|", result["native"]["version"].as_str().unwrap_or("python3"), workloads.names.join(" | "));
+    text.push_str(&"---|".repeat(workloads.names.len() + 1));
+    text.push('\n');
+    let mut sides: Vec<(String, &Value)> = Vec::new();
+    match result["pyodide"]["version"].as_str() {
+        Some(version) => sides.push((format!("Pyodide ({})", version.split_whitespace().next().unwrap_or(version)), &result["pyodide"]["compute_ratio_to_native"])),
+        None => text.insert_str(0, &format!("\nPyodide: {}\n", result["pyodide"]["skipped"].as_str().unwrap_or("not run"))),
+    }
+    if let Some(variants) = result["variants"].as_object() {
+        sides.extend(variants.iter().map(|(name, variant)| (name.clone(), &variant["compute_ratio_to_native"])));
+    }
+    for (side, ratios) in sides {
+        let values: Vec<f64> = workloads.names.iter().map(|workload| ratios[workload].as_f64().unwrap_or(f64::NAN)).collect();
+        text.push_str(&format!(
+            "| {side} | {} | {:.2} |\n",
+            values.iter().map(|ratio| format!("{ratio:.2}")).collect::<Vec<_>>().join(" | "),
+            geometric_mean(values.iter().copied())
+        ));
+    }
+    text
 }
 
 /// The markdown table of `result`.
@@ -389,6 +489,9 @@ fn table(result: &Value, native_startup: f64) -> String {
         row(&format!("sandbox ready, {form} (ms)"), &|v| median(&v["sandbox_ready_ms"][form]));
     }
     for form in ["plain", "preinit", "preinit_cwasm"] {
+        row(&format!("sandbox ready, {form}, instantiated on request (ms)"), &|v| median(&v["sandbox_ready_instantiated_ms"][form]));
+    }
+    for form in ["plain", "preinit", "preinit_cwasm"] {
         row(&format!("runtime load, {form} (ms)"), &|v| median(&v["runtime_load_ms"][form]));
     }
     row("execute `print(1)` (ms)", &|v| median(&v["execute_ms"]));
@@ -397,9 +500,6 @@ fn table(result: &Value, native_startup: f64) -> String {
     row("5 × sleep(ms=100), one after another (ms)", &|v| median(&v["five_100ms_callbacks_ms"]["sequential"]));
     row("5 × sleep(ms=100), gathered (ms)", &|v| median(&v["five_100ms_callbacks_ms"]["gathered"]));
     row("gather speed-up (×)", &|v| format!("{:.1}", v["gather_speedup"].as_f64().unwrap_or(f64::NAN)));
-    for (workload, _) in WORKLOADS {
-        row(&format!("{workload}, × native"), &|v| format!("{:.2}", v["compute_ratio_to_native"][workload].as_f64().unwrap_or(f64::NAN)));
-    }
     row("import the set's packages, baked in (ms)", &|v| if v["package_imports_ms"].is_null() { "—".into() } else { format!("{:.3}", v["package_imports_ms"]["baked"]["median"].as_f64().unwrap_or(f64::NAN)) });
     row("import them from the mounted tree (ms)", &|v| if v["package_imports_ms"].is_null() { "—".into() } else { median(&v["package_imports_ms"]["from_tree"]) });
     row("RSS per live sandbox (MiB)", &|v| format!("{:.1}", v["rss_per_sandbox_mib"].as_f64().unwrap_or(f64::NAN)));

@@ -87,6 +87,32 @@ fn sandboxes_from_one_snapshot_are_isolated() {
     }
 }
 
+/// Sandboxes handed out from the runtime's warm instances (made ahead of time, before the
+/// caller's callbacks were known) call the callbacks of the caller that took them, and one
+/// taken after another sandbox ran and was dropped starts fresh, as with the warm pool off.
+#[test]
+fn warm_sandboxes_take_their_callers_callbacks_and_start_fresh() {
+    let Some(manifest) = manifest() else { return };
+    let named = |name: &'static str| {
+        let mut callbacks = Callbacks::new();
+        callbacks.register("whoami", "Names the host.", serde_json::json!({}), move |_| Ok(serde_json::json!(name)));
+        Arc::new(callbacks)
+    };
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        for warm in [eryx_host::runtime::WARM_SANDBOXES, 0] {
+            runtime.keep_warm(warm);
+            assert!(runtime.wait_warm(std::time::Duration::from_secs(60)), "{}: the warm instances were made", variant.name);
+            for round in 0..4 {
+                let mut alpha = runtime.sandbox(named("alpha")).unwrap();
+                let mut beta = runtime.sandbox(named("beta")).unwrap();
+                assert_eq!(print_of(&mut alpha, "print(whoami(), 'left' in globals())"), "alpha False\n", "{} round {round}", variant.name);
+                assert_eq!(print_of(&mut beta, "left = 1\nprint(whoami())"), "beta\n", "{} round {round}", variant.name);
+            }
+        }
+    }
+}
+
 /// A precompiled artifact whose bytes are not the manifest's is not loaded; the runtime
 /// compiles the component instead and works.
 #[test]

@@ -24,6 +24,9 @@ pub struct Lock {
     /// Debian packages used as files (unpacked into the cache), never installed.
     #[serde(rename = "unpacked-debs", default)]
     pub unpacked_debs: Vec<UnpackedDeb>,
+    /// npm packages used as files (the bench's Pyodide), never installed.
+    #[serde(rename = "npm-packages", default)]
+    pub npm_packages: Vec<NpmPackage>,
     /// The trust anchor of offline builds (absent until `cargo xtask vendor --update-pin`).
     #[serde(rename = "vendor-bundle", default)]
     pub vendor_bundle: Option<VendorBundlePin>,
@@ -71,6 +74,28 @@ pub struct UnpackedDeb {
     /// The file name `apt-get download` writes.
     pub file: String,
     pub sha256: String,
+}
+
+/// An npm package used as files: its tarball fetched with `npm pack PACKAGE@VERSION`, checked
+/// against `sha256` and unpacked into the cache (`inputs/npm.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NpmPackage {
+    pub package: String,
+    pub version: String,
+    /// The file name `npm pack` writes.
+    pub file: String,
+    pub sha256: String,
+}
+
+impl Lock {
+    /// The pin of the npm package `name`.
+    pub fn npm_package(&self, name: &str) -> Result<&NpmPackage> {
+        self.npm_packages
+            .iter()
+            .find(|pin| pin.package == name)
+            .with_context(|| format!("toolchains.lock pins no npm package `{name}` ([[npm-packages]])"))
+    }
 }
 
 /// A registry crate the guest build uses in a patched form (see `patch.rs`).

@@ -32,19 +32,8 @@ pub struct Unpacked {
 
 /// The unpacked file tree of `pin`, fetched and unpacked if missing or changed since.
 pub fn root(cache: &Cache, sources: &Sources, pin: &UnpackedDeb) -> Result<Unpacked> {
-    let directory = cache.root.join("unpacked").join(&pin.sha256);
-    let root = directory.join("root");
-    if let Ok(recorded) = fs::read_to_string(directory.join(TREE_DIGEST)) {
-        let digest = tree_digest(&root)?;
-        if digest == recorded {
-            return Ok(Unpacked { root, digest });
-        }
-        eprintln!("warning: the unpacked {} in {} changed since it was unpacked; unpacking it again", pin.file, directory.display());
-    }
-    let deb = deb_file(cache, sources, pin)?;
-    eprintln!("unpacking {} into {}", pin.file, directory.display());
-    fs::create_dir_all(directory.parent().context("the unpacked directory has a parent")?)?;
-    cache::replace_dir_atomically(&directory, |staging| {
+    verified_tree(cache, &pin.sha256, &pin.file, |staging_root| {
+        let deb = deb_file(cache, sources, pin)?;
         // dpkg-deb only decodes the package's data member; the extraction checks every entry
         // (no absolute paths, no `..`, no links leaving the tree).
         let mut child = Command::new("dpkg-deb")
@@ -54,16 +43,39 @@ pub fn root(cache: &Cache, sources: &Sources, pin: &UnpackedDeb) -> Result<Unpac
             .spawn()
             .context("run dpkg-deb (is this a Debian-like machine?)")?;
         let mut stdout = child.stdout.take().context("dpkg-deb's stdout is piped")?;
-        let extracted = archive::extract_from(&mut stdout, Compression::None, &staging.join("root"));
+        let extracted = archive::extract_from(&mut stdout, Compression::None, staging_root);
         // The tar reader stops at the archive's end; what dpkg-deb still writes (padding) is
         // read here, so it never fails on a closed pipe.
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
         let status = child.wait().context("wait for dpkg-deb")?;
-        extracted.with_context(|| format!("unpack {} into {}", pin.file, directory.display()))?;
+        extracted?;
         if !status.success() {
             bail!("dpkg-deb --fsys-tarfile {} failed ({status}); the package in the cache may be damaged: remove it", deb.display());
         }
-        fs::write(staging.join(TREE_DIGEST), tree_digest(&staging.join("root"))?)?;
+        Ok(())
+    })
+}
+
+/// The tree unpacked from the verified input `sha256` (named `what`) at
+/// `<cache>/unpacked/<sha256>/root`: used as it is when its recorded digest still matches,
+/// else made again by `unpack` (which fetches the input and fills the directory it is given)
+/// in a staging directory that replaces the old one whole, its digest written last.
+pub fn verified_tree(cache: &Cache, sha256: &str, what: &str, unpack: impl FnOnce(&Path) -> Result<()>) -> Result<Unpacked> {
+    let directory = cache.root.join("unpacked").join(sha256);
+    let root = directory.join("root");
+    if let Ok(recorded) = fs::read_to_string(directory.join(TREE_DIGEST)) {
+        let digest = tree_digest(&root)?;
+        if digest == recorded {
+            return Ok(Unpacked { root, digest });
+        }
+        eprintln!("warning: the unpacked {what} in {} changed since it was unpacked; unpacking it again", directory.display());
+    }
+    eprintln!("unpacking {what} into {}", directory.display());
+    fs::create_dir_all(directory.parent().context("the unpacked directory has a parent")?)?;
+    cache::replace_dir_atomically(&directory, |staging| {
+        let staging_root = staging.join("root");
+        unpack(&staging_root).with_context(|| format!("unpack {what} into {}", directory.display()))?;
+        fs::write(staging.join(TREE_DIGEST), tree_digest(&staging_root)?)?;
         Ok(())
     })?;
     let digest = fs::read_to_string(directory.join(TREE_DIGEST))?;

@@ -9,6 +9,8 @@ use anyhow::Result;
 use crate::build::build_runtime;
 use crate::host::{self, HOST_PACKAGE};
 use crate::inputs::cache::Cache;
+use crate::inputs::lock::Lock;
+use crate::inputs::npm;
 use crate::inputs::sources::Sources;
 use crate::workspace::Workspace;
 
@@ -41,6 +43,15 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     }
     if let Some(json) = &args.json {
         command.arg("--json").arg(std::path::absolute(json)?);
+    }
+    command.arg("--workloads").arg(workspace.path("bench/compute.py"));
+    // The Pyodide column: the pinned npm package, when npm can bring it (or the cache has it).
+    let lock = Lock::load(&workspace.lock_path())?;
+    match lock.npm_package("pyodide").and_then(|pin| npm::package_dir(cache, sources, pin)) {
+        Ok(directory) => {
+            command.arg("--pyodide").arg(directory);
+        }
+        Err(error) => eprintln!("note: no Pyodide column in this run: {error:#}"),
     }
     eprintln!("bench: building the host in release mode (the first time takes a few minutes)");
     host::exec(command, &format!("{HOST_PACKAGE} bench"))
