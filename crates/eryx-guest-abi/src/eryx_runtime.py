@@ -248,28 +248,42 @@ def _is_node(value):
     return isinstance(value, _Namespace) or hasattr(value, "_eryx_callback")
 
 
+def _dots(entry):
+    return entry[0].count(".")
+
+
 def _install_callbacks():
+    """Binds each host callback's name in `__main__` (on a sandbox's first `execute`, so on
+    the path of every new sandbox: the schemas are not parsed here, only names and
+    descriptions are needed)."""
     _install("invoke", invoke)
     _install("list_callbacks", list_callbacks)
     _install("CallbackError", CallbackError)
     # Shorter names first, so `x` is installed before `x.y` hangs from it.
-    for callback in sorted(list_callbacks(), key=lambda callback: callback["name"].count(".")):
-        parts = callback["name"].split(".")
-        if not all(part.isidentifier() for part in parts):
-            # Not a Python name: reachable through `invoke(name, ...)` only.
-            continue
-        wrapper = _make_wrapper(callback["name"], callback["description"])
-        parent, names = None, parts[:-1]
-        for index, part in enumerate(names):
-            holder = _user_globals if parent is None else parent.__dict__
-            node = holder.get(part)
-            if not _is_node(node):
-                node = _Namespace(".".join(parts[: index + 1]))
-                if parent is None:
-                    _install(part, node)
-                else:
-                    setattr(parent, part, node)
-            parent = node
+    entries = [(name, description) for name, description, _ in _host_list_callbacks()]
+    entries.sort(key=_dots)
+    for name, description in entries:
+        if "." not in name:
+            if not name.isidentifier():
+                # Not a Python name: reachable through `invoke(name, ...)` only.
+                continue
+            parent, parts = None, (name,)
+        else:
+            parts = name.split(".")
+            if not all(part.isidentifier() for part in parts):
+                continue
+            parent = None
+            for index, part in enumerate(parts[:-1]):
+                holder = _user_globals if parent is None else parent.__dict__
+                node = holder.get(part)
+                if not _is_node(node):
+                    node = _Namespace(".".join(parts[: index + 1]))
+                    if parent is None:
+                        _install(part, node)
+                    else:
+                        setattr(parent, part, node)
+                parent = node
+        wrapper = _make_wrapper(name, description)
         last = parts[-1]
         existing = (_user_globals if parent is None else parent.__dict__).get(last)
         if isinstance(existing, _Namespace):

@@ -6,12 +6,14 @@
 //! - [`cli_cases`]: the command case format (`tests/cli/*.toml`) and its runner;
 //! - [`bench`]: start-up, latency, compute and memory, side by side with native `python3`;
 //! - [`preinit`]: the build step that pre-initialises a sandbox component (wasmtime-wizer);
-//! - [`precompile`]: the build step that precompiles one for the portable CPU baseline.
+//! - [`precompile`]: the build step that precompiles one for the portable CPU baseline;
+//! - [`bytecode`]: the build step that compiles the stdlib's bytecode with the command form.
 //!
 //! The `eryx-tools` binary serves them to `cargo xtask` (`run`, `python`, `conformance`,
 //! `test`, `bench` and the build steps).
 
 pub mod bench;
+pub mod bytecode;
 pub mod case_format;
 pub mod cli_cases;
 pub mod conformance;

@@ -49,6 +49,19 @@ enum Command {
     Bench(eryx_tools::bench::Args),
     /// Build step: pre-initialise a sandbox component (run by `cargo xtask build-runtime`)
     Preinit(PreinitArgs),
+    /// Build step: compile a stdlib tree's modules into bytecode beside them, with the CPython
+    /// command form (run by `cargo xtask build-runtime`)
+    Bytecode {
+        /// The command component (`python-cpython.wasm`)
+        #[arg(long)]
+        command: PathBuf,
+        /// The stdlib tree, written in place
+        #[arg(long)]
+        stdlib: PathBuf,
+        /// Where the compiled command component is cached
+        #[arg(long)]
+        compile_cache: PathBuf,
+    },
     /// Build step: precompile a sandbox component for the portable CPU baseline into OUT,
     /// and what it was compiled for (JSON) into INFO (run by `cargo xtask build-runtime`)
     Precompile {
@@ -273,6 +286,12 @@ fn run() -> Result<ExitCode> {
                 plain.len() as f64 / 1048576.0,
                 bytes.len() as f64 / 1048576.0
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bytecode { command, stdlib, compile_cache } => {
+            let started = std::time::Instant::now();
+            let count = eryx_tools::bytecode::compile_stdlib(&command, &stdlib, &compile_cache)?;
+            eprintln!("compiled the bytecode of {count} modules in {:.1}s", started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
         Command::Precompile { component, out, info } => {

@@ -127,6 +127,8 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
         },
         _ => variant::ALL.iter().collect(),
     };
+    // The host tools compile on the core the guests leave idle; their steps wait for them.
+    let host_build = host::prebuild(workspace, sources)?;
     let fetched = fetch::resolve(workspace, cache, sources, false)?;
     let mut sets = Vec::new();
     for lock in &locks {
@@ -156,6 +158,8 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
         }
     }
     let manifest = write_manifest(workspace, &fetched, &linking, &clang_version, &variants, &sets)?;
+    // Every later command runs the host tools too: their build is waited for, not stopped.
+    host_build.finish();
     if runner.ran.is_empty() {
         // Nothing was rebuilt: one line, so a command that builds first stays quiet.
         eprintln!(
@@ -327,12 +331,7 @@ fn build_variant(
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
     link_library(variant, fetched, clang_version, Some(&staticlib), &objects, &exports, &runtime_library, runner)?;
 
-    // 5. The stdlib, for variants that mount it.
-    if variant.mounts_stdlib {
-        build_stdlib(&artifacts, fetched, runner)?;
-    }
-
-    // 6. The component.
+    // 5. The component.
     let mut pinned: Vec<(String, PathBuf)> = Vec::new();
     for name in variant.pinned_libraries() {
         pinned.push((name.to_string(), member(fetched, name)?.to_path_buf()));
@@ -344,12 +343,7 @@ fn build_variant(
     let plain = artifacts.join(variant.plain_component());
     link_component_step(linking, variant, &libraries, &adapter, &plain, runner)?;
 
-    // 6b. The pre-initialised component (the default), and 6c. its precompiled form.
-    let component = artifacts.join(variant.component);
-    preinit_step(workspace, sources, linking, variant, None, &plain, &component, runner)?;
-    precompile_step(workspace, sources, linking, variant.name, &component, &artifacts.join(variant.precompiled()), runner)?;
-
-    // 7. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
+    // 6. The command form: the interpreter's own `main` as a `wasi:cli/command` component,
     // from the same pinned libraries and stubs, with the preview1 command adapter.
     let command = &variant.command;
     for source in command.c_sources {
@@ -367,9 +361,20 @@ fn build_variant(
     // defines of libc's (CPython's entry defines `exit`) is what every library calls.
     let mut libraries = vec![(command.library.to_owned(), entry_with_world)];
     libraries.extend(pinned);
-    link_component_step(linking, variant, &libraries, adapter, &artifacts.join(command.component), runner)?;
+    let command_component = artifacts.join(command.component);
+    link_component_step(linking, variant, &libraries, adapter, &command_component, runner)?;
 
-    // 8. The core module: the same staticlib and stubs as one wasm32-wasip1 program.
+    // 7. The stdlib, for variants that mount it, with bytecode the command form compiled.
+    if variant.mounts_stdlib {
+        build_stdlib(workspace, sources, &artifacts, fetched, &command_component, runner)?;
+    }
+
+    // 8. The pre-initialised component (the default), and its precompiled form.
+    let component = artifacts.join(variant.component);
+    preinit_step(workspace, sources, linking, variant, None, &plain, &component, runner)?;
+    precompile_step(workspace, sources, linking, variant.name, &component, &artifacts.join(variant.precompiled()), runner)?;
+
+    // 9. The core module: the same staticlib and stubs as one wasm32-wasip1 program.
     if let Some(core_module) = variant.core_module {
         link_core_module(workspace, fetched, clang_version, variant, &build_dir, &staticlib, &artifacts.join(core_module), runner)?;
     }
@@ -755,17 +760,30 @@ fn link_component_step(
     Ok(())
 }
 
-fn build_stdlib(artifacts: &Path, fetched: &Fetched, runner: &mut Runner) -> Result<()> {
+/// The stdlib as the sandboxes and the command form mount it: the pinned tree, with the
+/// bytecode of every module beside it (`__pycache__/*.pyc`, unchecked-hash, so it is used
+/// without looking at the sources' times, and the same bytes on every machine), compiled by
+/// the variant's own command form through `eryx-tools bytecode`; and the same packed.
+fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, fetched: &Fetched, command: &Path, runner: &mut Runner) -> Result<()> {
     let tar = member(fetched, STDLIB_MEMBER)?;
     let directory = artifacts.join(STDLIB_DIRECTORY);
     let packed = artifacts.join(STDLIB_ARCHIVE);
     let mut inputs = Fingerprint::default();
-    inputs.file(tar)?.text("zstd-level", "15");
-    runner.step("stdlib: extract and pack", &inputs, &[&directory, &packed], || {
-        archive::extract(tar, Compression::None, &directory)?;
-        let bytes = fs::read(tar)?;
-        let compressed = zstd::encode_all(&bytes[..], 15).context("compress the stdlib")?;
-        write_atomic(&packed, &compressed)
+    inputs.file(tar)?.file(command)?.text("zstd-level", &archive::PACK_ZSTD_LEVEL.to_string());
+    for source in host::BYTECODE_SOURCES {
+        inputs.file(&workspace.path(source))?;
+    }
+    runner.step("stdlib: extract, compile bytecode and pack", &inputs, &[&directory, &packed], || {
+        cache::replace_dir_atomically(&directory, |staging| {
+            // The extraction makes its directory itself.
+            fs::remove_dir(staging)?;
+            archive::extract(tar, Compression::None, staging)?;
+            let mut compile = host::host_command(workspace, sources);
+            compile.arg("bytecode").arg("--command").arg(command).arg("--stdlib").arg(staging);
+            compile.arg("--compile-cache").arg(artifacts.join("compiled"));
+            host::exec(compile, &format!("{} bytecode", host::HOST_PACKAGE))
+        })?;
+        archive::pack_deterministic(&directory, ".", &packed)
     })?;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! `cargo xtask bench`: builds what is stale, then runs `eryx-tools bench` from a release
-//! build of the host (timings of an unoptimised host would measure the host, not the
-//! sandboxes). The measurements and the JSON shape are described in the host's `bench.rs`.
+//! `cargo xtask bench`: builds what is stale, then runs `eryx-tools bench` from the release
+//! build of the host every command uses (timings of an unoptimised host would measure the
+//! host, not the sandboxes). The measurements and the JSON shape are described in the host's `bench.rs`.
 
 use std::path::PathBuf;
 
@@ -33,7 +33,7 @@ pub struct Args {
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
     let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone(), packages: args.packages.clone(), ..Default::default() })?;
-    let mut command = host::release_host_command(workspace, sources);
+    let mut command = host::host_command(workspace, sources);
     command
         .args(["bench", "--manifest"])
         .arg(&manifest)
@@ -53,6 +53,5 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         }
         Err(error) => eprintln!("note: no Pyodide column in this run: {error:#}"),
     }
-    eprintln!("bench: building the host in release mode (the first time takes a few minutes)");
     host::exec(command, &format!("{HOST_PACKAGE} bench"))
 }

@@ -42,10 +42,11 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     let mut workspace_tests = host_cargo();
     workspace_tests
         .current_dir(&workspace.root)
-        .args(["test", "--workspace", "--locked"])
+        .args(["test", "--workspace", "--locked", "--release"])
         .args(sources.cargo_args())
         .env("ERYX_MANIFEST", &manifest);
-    run_checked(workspace_tests, "cargo test --workspace --locked (ERYX_MANIFEST: the built components)")?;
+    // Release, as the build's steps and the bench: the host is compiled once.
+    run_checked(workspace_tests, "cargo test --workspace --locked --release (ERYX_MANIFEST: the built components)")?;
 
     // The guest ABI crate's value-stack and dispatch tests run on the host target too.
     let mut abi_tests = host_cargo();
