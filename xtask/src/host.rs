@@ -22,20 +22,37 @@ pub(crate) const PRECOMPILE_SOURCES: &[&str] = &["crates/eryx-tools/src/precompi
 
 /// The host code that compiles the stdlib's bytecode (a change compiles it again): the tool's
 /// step and the script it runs in the command form.
-pub(crate) const BYTECODE_SOURCES: &[&str] = &["crates/eryx-tools/src/bytecode.rs", "crates/eryx-tools/src/bytecode.py"];
+pub(crate) const BYTECODE_SOURCES: &[&str] =
+    &["crates/eryx-tools/src/bytecode.rs", "crates/eryx-tools/src/bytecode.py", "crates/eryx-host/src/command.rs"];
 
-/// `cargo run --release -p eryx-tools -- ARGS`, with the host workspace's own cargo. One
-/// (release) build of the host serves the build's steps, the tests (`cargo test --release`)
-/// and the bench, whose timings must not measure an unoptimised host: wasmtime is compiled
-/// once on a fresh machine, not once per profile.
-pub(crate) fn host_command(workspace: &Workspace, sources: &Sources) -> Command {
+/// The host tools binary, `eryx-tools ARGS`, built first if it is stale. It is built with
+/// `cargo build --release --workspace --all-targets` (see [`tools_build`]): the features of
+/// that build are the ones `cargo test --workspace --release` unifies, so the build's steps,
+/// the tests and the bench share one compile of wasmtime on a fresh machine (a build of one
+/// package, `cargo run -p`, resolves other features and compiles wasmtime again), and the
+/// bench's timings measure an optimised host.
+pub(crate) fn host_command(workspace: &Workspace, sources: &Sources) -> Result<Command> {
     join_prebuild();
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if BUILT.get().is_none() {
+        let mut build = tools_build(workspace, sources);
+        build.arg("--quiet");
+        exec(build, "cargo build --release --workspace --all-targets (the host tools)")?;
+        let _ = BUILT.set(());
+    }
+    let mut command = Command::new(workspace.target_dir.join("release").join(HOST_PACKAGE));
+    command.current_dir(&workspace.root);
+    Ok(command)
+}
+
+/// The one build of the host workspace every handover and `cargo test --workspace --release`
+/// share.
+pub(crate) fn tools_build(workspace: &Workspace, sources: &Sources) -> Command {
     let mut command = crate::workspace::host_cargo();
     command
         .current_dir(&workspace.root)
-        .args(["run", "--quiet", "--release", "--package", HOST_PACKAGE])
-        .args(sources.cargo_args())
-        .arg("--");
+        .args(["build", "--release", "--locked", "--workspace", "--all-targets"])
+        .args(sources.cargo_args());
     command
 }
 
@@ -47,8 +64,8 @@ struct Prebuild {
 
 static PREBUILD: std::sync::Mutex<Option<Prebuild>> = std::sync::Mutex::new(None);
 
-/// Starts building the host tools (`cargo build --release -p eryx-tools`, what every later
-/// [`host_command`] runs) in the background, its output in `target/eryx/build/host-build.log`:
+/// Starts building the host tools ([`tools_build`], what every later [`host_command`] runs)
+/// in the background, its output in `target/eryx/build/host-build.log`:
 /// on a fresh machine the guests' build leaves one core idle for minutes (RustPython's
 /// largest crate compiles on one thread), and wasmtime compiles there meanwhile. The first
 /// [`host_command`] waits for it. Dropping the answer stops a build still running (the
@@ -57,14 +74,13 @@ pub(crate) fn prebuild(workspace: &Workspace, sources: &Sources) -> Result<Prebu
     let log = workspace.artifacts_dir().join("build").join("host-build.log");
     std::fs::create_dir_all(log.parent().context("the log has a parent")?)?;
     let output = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut command = crate::workspace::host_cargo();
+    let mut command = tools_build(workspace, sources);
     command
-        .current_dir(&workspace.root)
-        .args(["build", "--release", "--package", HOST_PACKAGE])
-        .args(sources.cargo_args())
         .stdin(std::process::Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output);
+    // A process group of its own, so stopping it stops the compilers cargo started too.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let child = command.spawn().context("start cargo build for the host tools")?;
     *PREBUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Prebuild { child, log });
     Ok(PrebuildGuard)
@@ -101,7 +117,9 @@ impl PrebuildGuard {
 impl Drop for PrebuildGuard {
     fn drop(&mut self) {
         if let Some(mut prebuild) = PREBUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
-            let _ = prebuild.child.kill();
+            // The whole group: cargo and the compilers it runs, none left writing into the
+            // target directory without cargo's lock.
+            let _ = Command::new("kill").arg("-TERM").arg("--").arg(format!("-{}", prebuild.child.id())).status();
             let _ = prebuild.child.wait();
         }
     }

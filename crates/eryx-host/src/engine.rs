@@ -41,17 +41,12 @@ pub fn sandbox_config(fuel: bool) -> Config {
     // system, past what the pool keeps resident) when the call ends, so no slot keeps it.
     config.async_stack_zeroing(true);
     config.max_wasm_stack(MAX_WASM_STACK);
-    // Cranelift inlines small functions, across the component's modules too: every call from
-    // libpython into libc (memcpy, malloc, strlen) crosses an import, which clang could not
-    // inline. Measured on `bench/compute.py` in the CPython command under wasmtime 49:
-    // 6–28 % less time per workload, for a longer compile (the precompiled artifact takes it).
-    config.compiler_inlining(wasmtime::Inlining::Yes);
     config
 }
 
 /// A short text naming the settings of [`sandbox_config`], for cache keys.
 pub fn settings_label(fuel: bool) -> String {
-    format!("epoch=1;fuel={fuel};stack={MAX_WASM_STACK};cm-async=1;inlining=yes")
+    format!("epoch=1;fuel={fuel};stack={MAX_WASM_STACK};cm-async=1")
 }
 
 /// The engine that precompiles artifacts: the sandbox settings without fuel, for

@@ -63,7 +63,7 @@ pub enum Form {
 /// The instance pool of one runtime: every sandbox's memories and tables come from
 /// pre-reserved slots, and a memory is initialised by mapping the component's image
 /// copy-on-write instead of copying it; a slot is reset when its sandbox is dropped.
-fn pooling(limits: &Limits, initial_memory: Option<u64>) -> PoolingAllocationConfig {
+fn pooling(limits: &Limits) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(MAX_LIVE_SANDBOXES)
         .total_core_instances(MAX_LIVE_SANDBOXES * 32)
@@ -78,26 +78,8 @@ fn pooling(limits: &Limits, initial_memory: Option<u64>) -> PoolingAllocationCon
         // A sandbox runs one guest call at a time, each on one fiber stack; what a call
         // touched past the first 2 MiB is given back when it ends.
         .total_stacks(MAX_LIVE_SANDBOXES)
-        .async_stack_keep_resident(2 << 20)
-        // When a sandbox is dropped, the pages of its memory it wrote (up to this much) are
-        // restored from the snapshot in place, found by the kernel's page scan, instead of
-        // being unmapped: the next sandbox in the slot starts with them mapped, without a
-        // page fault (and the copy-on-write copy) for each. Measured: the first execute of a
-        // fresh sandbox went from 2.9 to 0.7 ms (CPython) with this at its image size + 16 MiB;
-        // half of that did not help (the working set lies beyond). What a slot keeps is what its
-        // last sandbox wrote, up to this.
-        .linear_memory_keep_resident(keep_resident(initial_memory, limits))
-        // Likewise the tables' pages (100 000 entries of 8 bytes each).
-        .table_keep_resident(1 << 20);
+        .async_stack_keep_resident(2 << 20);
     pool
-}
-
-/// How much of a slot's written memory is restored in place instead of unmapped: the
-/// component's starting memory and 16 MiB (what a sandbox's first calls write past it), within
-/// the memory limit.
-fn keep_resident(initial_memory: Option<u64>, limits: &Limits) -> usize {
-    let wanted = usize::try_from(initial_memory.unwrap_or(0)).unwrap_or(usize::MAX).saturating_add(16 << 20);
-    wanted.min(limits.memory_bytes).next_multiple_of(1 << 20)
 }
 
 /// Refuses, in one line, a memory limit below the memory the component starts with (its
@@ -137,8 +119,14 @@ struct Warm {
     state: Mutex<WarmState>,
     /// Wakes the warm-up thread (an instance was taken, a store retired, the runtime closed).
     wake: Condvar,
-    /// Signalled when the warm-up thread finished a piece of work (`busy` cleared).
+    /// Signalled when the warm-up thread finished a piece of work or ended.
     idle: Condvar,
+}
+
+impl Warm {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WarmState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -151,6 +139,11 @@ struct WarmState {
     closed: bool,
     /// The thread is dropping stores or making an instance (outside the lock).
     busy: bool,
+    /// How many pieces of work the thread finished (a caller waits for the next one).
+    finished: u64,
+    /// The thread ended (the runtime closed, or it panicked): stores are dropped where they
+    /// are retired, and nobody waits for it.
+    gone: bool,
     /// The last instantiation of the thread failed (no free slot, say): it waits for a
     /// change (a store retired, an instance taken) before trying again.
     stalled: bool,
@@ -177,11 +170,12 @@ impl Blueprint {
         }
         // Every slot of the pool may be taken only for now: by stores the caller dropped that
         // wait to be dropped for good, or by the instance the warm-up thread is making. Once
-        // the thread is done, the retired stores are dropped here and it is tried again, so a
-        // caller who dropped a sandbox can always make one in its place.
+        // the thread finished what it is doing, the retired stores are dropped here and it is
+        // tried again, so a caller who dropped a sandbox can always make one in its place.
         let retired = {
-            let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            while state.busy {
+            let mut state = self.warm.lock();
+            let seen = state.finished;
+            while state.busy && !state.gone && state.finished == seen {
                 state = self.warm.idle.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
             std::mem::take(&mut state.retired)
@@ -194,7 +188,7 @@ impl Blueprint {
     }
 
     fn take_warm(&self) -> Option<Fresh> {
-        let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.warm.lock();
         let fresh = state.ready.pop_front()?;
         state.stalled = false;
         self.warm.wake.notify_one();
@@ -204,8 +198,8 @@ impl Blueprint {
     /// Hands a used store to the warm-up thread to drop (giving its slot back costs the
     /// resetting of what it touched), or drops it here once the runtime is gone.
     pub(crate) fn retire(&self, store: Store<State>) {
-        let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.closed {
+        let mut state = self.warm.lock();
+        if state.closed || state.gone {
             drop(state);
             drop(store);
             return;
@@ -215,12 +209,31 @@ impl Blueprint {
         self.warm.wake.notify_one();
     }
 
+    /// A slot of the pool was given back elsewhere (a sandbox cleared in place): an
+    /// instantiation that failed for want of one may succeed now.
+    pub(crate) fn slot_released(&self) {
+        let mut state = self.warm.lock();
+        state.stalled = false;
+        self.warm.wake.notify_one();
+    }
+
     /// The warm-up thread: drops retired stores and keeps `target` instances ready until the
     /// runtime is dropped.
     fn warm_up_thread(self: Arc<Self>, tasks: Arc<Tasks>) {
+        /// Marks the thread gone however it ends (a panic included), so no caller waits for it.
+        struct Gone<'a>(&'a Warm);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.lock();
+                state.gone = true;
+                state.busy = false;
+                self.0.idle.notify_all();
+            }
+        }
+        let _gone = Gone(&self.warm);
         loop {
             let (retired, wanted) = {
-                let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut state = self.warm.lock();
                 while !state.closed && state.retired.is_empty() && (state.stalled || state.ready.len() >= state.target) {
                     state = self.warm.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
                 }
@@ -234,10 +247,13 @@ impl Blueprint {
                 state.busy = true;
                 (std::mem::take(&mut state.retired), !state.stalled && state.ready.len() < state.target)
             };
-            drop(retired);
+            // The stores hold no caller's code (their callbacks were taken out when they were
+            // retired); a panic while dropping one is contained to it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(retired)));
             let made = if wanted { Some(tasks.block_on(self.instantiate(Arc::new(Callbacks::new())))) } else { None };
-            let mut state = self.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut state = self.warm.lock();
             state.busy = false;
+            state.finished += 1;
             self.warm.idle.notify_all();
             let Some(made) = made else { continue };
             match made {
@@ -292,6 +308,8 @@ impl Fresh {
 /// A compiled variant, ready to create sandboxes.
 pub struct Runtime {
     blueprint: Arc<Blueprint>,
+    /// The warm-up thread, joined when the runtime is dropped.
+    warm_up: Option<std::thread::JoinHandle<()>>,
     /// Drives the sandboxes' calls, their async callbacks and timers.
     tasks: Arc<Tasks>,
     limits: Limits,
@@ -320,7 +338,7 @@ impl Runtime {
         check_memory_limit(initial_memory, &component_path, &limits)?;
         let fuel = limits.fuel.is_some();
         let mut config = engine::sandbox_config(fuel);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits, initial_memory)));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
         let engine = Engine::new(&config)?;
         let precompiled = match (&variant.precompiled, form) {
             // Fuel changes the compiled code; the artifact is built without it.
@@ -370,18 +388,18 @@ impl Runtime {
         let blueprint = Arc::new(Blueprint { engine, pre, variant, memory_bytes: limits.memory_bytes, fuel: limits.fuel, warm });
         let tasks = Arc::new(Tasks::new()?);
         let (thread_blueprint, thread_tasks) = (blueprint.clone(), tasks.clone());
-        std::thread::Builder::new()
+        let warm_up = std::thread::Builder::new()
             .name("eryx warm-up".into())
             .spawn(move || thread_blueprint.warm_up_thread(thread_tasks))
             .context("start the runtime's warm-up thread")?;
-        Ok(Runtime { blueprint, tasks, limits, loaded })
+        Ok(Runtime { blueprint, warm_up: Some(warm_up), tasks, limits, loaded })
     }
 
     /// How many fresh instances to keep ready ([`WARM_SANDBOXES`] by default; 0 makes every
     /// sandbox instantiate on the caller's thread, and drops the ready ones).
     pub fn keep_warm(&self, count: usize) {
         let dropped = {
-            let mut state = self.blueprint.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut state = self.blueprint.warm.lock();
             state.target = count;
             state.stalled = false;
             self.blueprint.warm.wake.notify_one();
@@ -399,11 +417,11 @@ impl Runtime {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             {
-                let state = self.blueprint.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let state = self.blueprint.warm.lock();
                 if state.ready.len() >= state.target && state.retired.is_empty() && !state.busy {
                     return true;
                 }
-                if state.stalled {
+                if state.stalled || state.gone {
                     return false;
                 }
             }
@@ -445,12 +463,18 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// Ends the warm-up thread; it drops the ready instances. Sandboxes still alive drop
-    /// their stores themselves from now on.
+    /// Ends the warm-up thread (it drops the ready instances) and waits for it, so nothing
+    /// of the runtime outlives it but the sandboxes still alive, which drop their stores
+    /// themselves from now on.
     fn drop(&mut self) {
-        let mut state = self.blueprint.warm.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.closed = true;
-        self.blueprint.warm.wake.notify_one();
+        {
+            let mut state = self.blueprint.warm.lock();
+            state.closed = true;
+            self.blueprint.warm.wake.notify_one();
+        }
+        if let Some(thread) = self.warm_up.take() {
+            let _ = thread.join();
+        }
     }
 }
 

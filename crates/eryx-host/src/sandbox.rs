@@ -218,6 +218,7 @@ impl Sandbox {
         let mut empty = self.blueprint.empty_store();
         empty.data_mut().journal = journal;
         drop(std::mem::replace(&mut self.store, empty));
+        self.blueprint.slot_released();
         self.poisoned = Some(ExecError::Trap("the sandbox's clear did not finish; clear it again".into()));
         let fresh = match self.blueprint.take_fresh(self.callbacks.clone()).await {
             Ok(fresh) => fresh,
@@ -296,7 +297,11 @@ impl Drop for Sandbox {
     /// back (resetting what it touched) is not the caller's wait.
     fn drop(&mut self) {
         let empty = self.blueprint.empty_store();
-        self.blueprint.retire(std::mem::replace(&mut self.store, empty));
+        let mut store = std::mem::replace(&mut self.store, empty);
+        // The caller's callbacks (its code, whose drop may do anything) are dropped here, on
+        // the caller's thread, not with the store.
+        store.data_mut().set_callbacks(Arc::new(crate::Callbacks::new()));
+        self.blueprint.retire(store);
     }
 }
 

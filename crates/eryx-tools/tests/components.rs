@@ -511,3 +511,50 @@ fn synchronous_callbacks_of_one_sandbox_share_a_bounded_number_of_threads() {
     let most = most.load(Ordering::SeqCst);
     assert!(most > 1 && most <= eryx_host::limits::SYNC_CALLBACKS_PER_SANDBOX, "{most} ran at once");
 }
+
+/// The stdlib's bytecode is the same bytes when compiled again from a fresh copy of the
+/// sources (other inodes, times and directory order than the build's), and a sandbox imports
+/// a module the pre-initialisation did not from that bytecode.
+#[test]
+fn the_stdlib_bytecode_is_deterministic_and_used() {
+    let Some(manifest) = manifest() else { return };
+    let Some(variant) = manifest.variants.values().find(|variant| variant.stdlib.is_some() && variant.command_path.is_some()) else {
+        panic!("no variant mounts a stdlib");
+    };
+    let stdlib = &variant.stdlib.as_ref().unwrap().host_directory;
+    let copy = tempfile::tempdir().unwrap();
+    let fresh = copy.path().join("stdlib");
+    copy_tree(stdlib, &fresh);
+    let mut built = Vec::new();
+    remove_bytecode(&fresh, &fresh, &mut built);
+    assert!(built.len() > 500, "the build's tree holds the bytecode of the stdlib ({} files)", built.len());
+    let command = variant.command_path.as_ref().unwrap();
+    let count = eryx_tools::bytecode::compile_stdlib(command, &fresh, &copy.path().join("compiled")).unwrap();
+    assert_eq!(count, built.len(), "one .pyc per module, as in the build");
+    for relative in &built {
+        assert!(std::fs::read(fresh.join(relative)).unwrap() == std::fs::read(stdlib.join(relative)).unwrap(), "{} differs", relative.display());
+    }
+    let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+    let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+    let code = "import sys, os, xml.dom.minidom as m\nprint('xml.dom.minidom' in sys.modules, m.__cached__.endswith('.pyc'), os.path.exists(m.__cached__))";
+    assert_eq!(print_of(&mut sandbox, code), "True True True\n");
+}
+
+/// Removes every `__pycache__` directory under `directory`, noting the files they held
+/// (relative to `root`).
+fn remove_bytecode(root: &Path, directory: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(directory).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.file_name().is_some_and(|name| name == "__pycache__") {
+            for file in std::fs::read_dir(&path).unwrap() {
+                found.push(file.unwrap().path().strip_prefix(root).unwrap().to_path_buf());
+            }
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            remove_bytecode(root, &path, found);
+        }
+    }
+}

@@ -569,7 +569,7 @@ fn preinit_step(
         inputs.text(key, value);
     }
     runner.step(&format!("{label}: pre-initialise"), &inputs, &[output], || {
-        let mut command = host::host_command(workspace, sources);
+        let mut command = host::host_command(workspace, sources)?;
         command.arg("preinit").arg("--component").arg(plain).arg("--out").arg(output);
         if let Some((host, guest)) = &mount {
             command.arg("--mount").arg(format!("{}::{guest}", host.display()));
@@ -606,7 +606,7 @@ fn precompile_step(
         inputs.file(&workspace.path(source))?;
     }
     runner.step(&format!("{label}: precompile"), &inputs, &[output, &sidecar], || {
-        let mut command = host::host_command(workspace, sources);
+        let mut command = host::host_command(workspace, sources)?;
         command.arg("precompile").arg("--component").arg(component).arg("--out").arg(output).arg("--info").arg(&sidecar);
         host::exec(command, &format!("{HOST_PACKAGE} precompile"))
     })?;
@@ -778,7 +778,7 @@ fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, fetc
             // The extraction makes its directory itself.
             fs::remove_dir(staging)?;
             archive::extract(tar, Compression::None, staging)?;
-            let mut compile = host::host_command(workspace, sources);
+            let mut compile = host::host_command(workspace, sources)?;
             compile.arg("bytecode").arg("--command").arg(command).arg("--stdlib").arg(staging);
             compile.arg("--compile-cache").arg(artifacts.join("compiled"));
             host::exec(compile, &format!("{} bytecode", host::HOST_PACKAGE))

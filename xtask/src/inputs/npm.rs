@@ -16,11 +16,26 @@ use crate::inputs::lock::NpmPackage;
 use crate::inputs::sources::Sources;
 use crate::inputs::unpacked;
 
+/// An npm package as [`package_dir`] found it.
+pub enum Package {
+    /// The directory of the unpacked, verified package.
+    Ready(PathBuf),
+    /// It could not be brought (no npm, offline, npm failed): why.
+    Unavailable(String),
+}
+
 /// The directory of the unpacked package (its `package.json` at the top), fetched and
-/// unpacked if missing or changed since.
-pub fn package_dir(cache: &Cache, sources: &Sources, pin: &NpmPackage) -> Result<PathBuf> {
+/// unpacked if missing or changed since; [`Package::Unavailable`] when it cannot be fetched.
+/// A tarball that does not match its pin is an error, never a package.
+pub fn package_dir(cache: &Cache, sources: &Sources, pin: &NpmPackage) -> Result<Package> {
+    let tarball = match cache.get(&pin.sha256)? {
+        Some(path) => path,
+        None => match fetch(cache, sources, pin)? {
+            Ok(path) => path,
+            Err(why) => return Ok(Package::Unavailable(why)),
+        },
+    };
     let tree = unpacked::verified_tree(cache, &pin.sha256, &pin.file, |staging_root| {
-        let tarball = tarball(cache, sources, pin)?;
         archive::extract(&tarball, Compression::Gzip, staging_root)
     })?;
     // npm's tarballs hold one top directory, `package/`.
@@ -28,21 +43,23 @@ pub fn package_dir(cache: &Cache, sources: &Sources, pin: &NpmPackage) -> Result
     if !package.join("package.json").is_file() {
         bail!("{} has no package/package.json; is the pin in toolchains.lock an npm package?", pin.file);
     }
-    Ok(package)
+    Ok(Package::Ready(package))
 }
 
-/// The pinned tarball in the verified cache, brought by `npm pack` when missing.
-fn tarball(cache: &Cache, sources: &Sources, pin: &NpmPackage) -> Result<PathBuf> {
-    if let Some(path) = cache.get(&pin.sha256)? {
-        return Ok(path);
-    }
+/// Brings the pinned tarball into the verified cache with `npm pack`: its path, or why it
+/// could not be brought (the outer error: it came, and is not the pinned file).
+fn fetch(cache: &Cache, sources: &Sources, pin: &NpmPackage) -> Result<std::result::Result<PathBuf, String>> {
     if let Some(reason) = sources.refuse_network(&format!("the pinned npm package {}", pin.file)) {
-        bail!(reason);
+        return Ok(Err(reason));
     }
-    let scratch = cache.partial_dir()?.join(format!("npm-{}-{}", pin.package, std::process::id()));
+    // One flat directory name, whatever the package's name (`@scope/name` has a slash).
+    let scratch = cache.partial_dir()?.join(format!("npm-{}-{}", pin.package.replace(['/', '@'], "_"), std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
-    let result = pack(&scratch, pin).and_then(|packed| cache.insert_file(&packed, &pin.sha256, &pin.file));
+    let result = match pack(&scratch, pin) {
+        Ok(packed) => cache.insert_file(&packed, &pin.sha256, &pin.file).map(Ok),
+        Err(why) => Ok(Err(format!("{why:#}"))),
+    };
     let _ = fs::remove_dir_all(&scratch);
     result
 }

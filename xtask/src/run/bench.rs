@@ -33,7 +33,7 @@ pub struct Args {
 
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<()> {
     let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: args.variant.clone(), packages: args.packages.clone(), ..Default::default() })?;
-    let mut command = host::host_command(workspace, sources);
+    let mut command = host::host_command(workspace, sources)?;
     command
         .args(["bench", "--manifest"])
         .arg(&manifest)
@@ -47,11 +47,11 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
     command.arg("--workloads").arg(workspace.path("bench/compute.py"));
     // The Pyodide column: the pinned npm package, when npm can bring it (or the cache has it).
     let lock = Lock::load(&workspace.lock_path())?;
-    match lock.npm_package("pyodide").and_then(|pin| npm::package_dir(cache, sources, pin)) {
-        Ok(directory) => {
+    match npm::package_dir(cache, sources, lock.npm_package("pyodide")?)? {
+        npm::Package::Ready(directory) => {
             command.arg("--pyodide").arg(directory);
         }
-        Err(error) => eprintln!("note: no Pyodide column in this run: {error:#}"),
+        npm::Package::Unavailable(why) => eprintln!("note: no Pyodide column in this run: {why}"),
     }
     host::exec(command, &format!("{HOST_PACKAGE} bench"))
 }

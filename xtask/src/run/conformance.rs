@@ -70,7 +70,7 @@ pub struct ConformanceArgs {
 
 pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &RunArgs) -> Result<()> {
     let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()), ..Default::default() })?;
-    let mut command = host_command(workspace, sources);
+    let mut command = host_command(workspace, sources)?;
     command.arg("run").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]).args(args.flags.to_args());
     for code in &args.code {
         command.arg("-c").arg(code);
@@ -92,7 +92,7 @@ pub fn run_code(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &
 /// the program's.
 pub fn run_python(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &PythonArgs) -> Result<()> {
     let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: Some(args.variant.clone()), ..Default::default() })?;
-    let mut command = host_command(workspace, sources);
+    let mut command = host_command(workspace, sources)?;
     command.arg("python").arg("--manifest").arg(&manifest).args(["--variant", &args.variant]);
     for dir in &args.dirs {
         command.arg("--dir").arg(dir);
@@ -123,7 +123,7 @@ pub fn run_cli_suite(
     wasmtime: Option<&std::path::Path>,
     node: Option<&std::path::Path>,
 ) -> Result<()> {
-    let mut command = host_command(workspace, sources);
+    let mut command = host_command(workspace, sources)?;
     command.arg("cli-cases").arg("--manifest").arg(manifest).arg("--cases").arg(workspace.path("tests/cli"));
     match wasmtime {
         Some(wasmtime) => {
@@ -144,7 +144,7 @@ pub fn run_suite(workspace: &Workspace, cache: &Cache, sources: &Sources, args: 
         Some(name) => Some(name.to_owned()),
     };
     let manifest = build_runtime::run(workspace, cache, sources, &build_runtime::Args { variant: build_variant, ..Default::default() })?;
-    let mut command = host_command(workspace, sources);
+    let mut command = host_command(workspace, sources)?;
     command.arg("conformance").arg("--manifest").arg(&manifest);
     if let Some(variant) = &args.variant {
         command.args(["--variant", variant]);
