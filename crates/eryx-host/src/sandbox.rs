@@ -312,12 +312,23 @@ mod tests {
     use super::*;
     use crate::{Callbacks, Runtime, VariantEntry};
 
-    /// A sandbox of a component whose exports trap (`unreachable`), with nothing mounted.
-    fn trapping_sandbox(directory: &Path) -> Sandbox {
+    /// A runtime of a component whose exports trap (`unreachable`), with nothing mounted.
+    fn trapping_runtime(directory: &Path) -> Runtime {
         let path = directory.join("runtime-trap.wasm");
         std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
-        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.join("compiled")).unwrap();
-        runtime.sandbox(Arc::new(Callbacks::new())).unwrap()
+        Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.join("compiled")).unwrap()
+    }
+
+    /// A sandbox of [`trapping_runtime`].
+    fn trapping_sandbox(directory: &Path) -> Sandbox {
+        trapping_runtime(directory).sandbox(Arc::new(Callbacks::new())).unwrap()
+    }
+
+    /// As many sandboxes of `runtime` as its pool has slots; asking for one more fails.
+    fn fill_the_pool(runtime: &Runtime) -> Vec<Sandbox> {
+        let sandboxes: Vec<Sandbox> = (0..crate::MAX_LIVE_SANDBOXES).map(|_| runtime.sandbox(Arc::new(Callbacks::new())).unwrap()).collect();
+        assert!(runtime.sandbox(Arc::new(Callbacks::new())).is_err(), "the pool is full");
+        sandboxes
     }
 
     #[test]
@@ -335,12 +346,8 @@ mod tests {
     #[test]
     fn a_sandbox_clears_while_every_slot_of_the_pool_is_taken() {
         let directory = tempfile::tempdir().unwrap();
-        let path = directory.path().join("runtime-trap.wasm");
-        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
-        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.path().join("compiled")).unwrap();
-        let mut sandboxes: Vec<Sandbox> =
-            (0..crate::MAX_LIVE_SANDBOXES).map(|_| runtime.sandbox(Arc::new(Callbacks::new())).unwrap()).collect();
-        assert!(runtime.sandbox(Arc::new(Callbacks::new())).is_err(), "the pool is full");
+        let runtime = trapping_runtime(directory.path());
+        let mut sandboxes = fill_the_pool(&runtime);
         sandboxes[7].record_callbacks();
         sandboxes[7].clear().expect("a clear needs no second slot");
         assert!(sandboxes[7].recorded_callbacks().is_some(), "the journal stays");
@@ -353,14 +360,10 @@ mod tests {
         // Used stores are dropped by the warm-up thread; a caller at the pool's limit who drops
         // a sandbox must still get one at once, every time (with and without warm instances).
         let directory = tempfile::tempdir().unwrap();
-        let path = directory.path().join("runtime-trap.wasm");
-        std::fs::write(&path, eryx_interface::test_components::component_for(eryx_interface::WORLD_WIT)).unwrap();
-        let runtime = Runtime::new(VariantEntry::for_component(&path), Limits::default(), &directory.path().join("compiled")).unwrap();
+        let runtime = trapping_runtime(directory.path());
         for warm in [crate::runtime::WARM_SANDBOXES, 0] {
             runtime.keep_warm(warm);
-            let mut sandboxes: Vec<Sandbox> =
-                (0..crate::MAX_LIVE_SANDBOXES).map(|_| runtime.sandbox(Arc::new(Callbacks::new())).unwrap()).collect();
-            assert!(runtime.sandbox(Arc::new(Callbacks::new())).is_err(), "the pool is full");
+            let mut sandboxes = fill_the_pool(&runtime);
             for round in 0..50 {
                 sandboxes.pop();
                 sandboxes.push(runtime.sandbox(Arc::new(Callbacks::new())).unwrap_or_else(|error| panic!("round {round}: {error:#}")));

@@ -149,7 +149,10 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     let clang_version = fetched.wasi.version();
     let linking = LinkingCrates::locked(workspace)?;
     for variant in &variants {
-        build_variant(workspace, sources, &linking, &fetched, &stamp, &clang_version, variant, &mut runner)?;
+        guest_staticlib(workspace, sources, &fetched, &stamp, variant, &mut runner)?;
+    }
+    for variant in &variants {
+        build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, &mut runner)?;
     }
     for set in &sets {
         let tree_digest = tree_step(workspace, set, &mut runner)?;
@@ -198,64 +201,11 @@ fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
         .with_context(|| format!("the pinned CPython set has no member `{name}`"))
 }
 
-/// Removes inherited build settings from a nested cargo command: RUSTFLAGS / CARGO_* /
-/// RUSTC* from the host build would leak into the guest's.
-fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        let inherited_build_setting = (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || key.starts_with("RUSTC")
-            || key.starts_with("RUSTFLAGS")
-            || key.starts_with("RUSTDOC")
-            || key == "RUSTUP_TOOLCHAIN"
-            || key.starts_with("PYO3_");
-        if inherited_build_setting {
-            command = command.env_remove(key);
-        }
-    }
-    command
-}
-
-/// The versions of the xtask's own linking crates (from the host Cargo.lock): a bump of one
-/// must rebuild what it made.
-struct LinkingCrates {
-    wit_dylib: String,
-    wit_component: String,
-    /// The host's wasmtime and wizer: they pre-initialise and precompile.
-    wasmtime: String,
-    wasmtime_wizer: String,
-}
-
-impl LinkingCrates {
-    fn locked(workspace: &Workspace) -> Result<LinkingCrates> {
-        let path = workspace.path("Cargo.lock");
-        let lock = crate::inputs::lock::CargoLock::load(&path)?;
-        let version = |package: &str| lock.version_of(package).with_context(|| path.display().to_string());
-        Ok(LinkingCrates {
-            wit_dylib: version("wit-dylib")?,
-            wit_component: version("wit-component")?,
-            wasmtime: version("wasmtime")?,
-            wasmtime_wizer: version("wasmtime-wizer")?,
-        })
-    }
-}
-
-fn build_variant(
-    workspace: &Workspace,
-    sources: &Sources,
-    linking: &LinkingCrates,
-    fetched: &Fetched,
-    stamp: &Stamp,
-    clang_version: &str,
-    variant: &Variant,
-    runner: &mut Runner,
-) -> Result<()> {
-    let artifacts = workspace.artifacts_dir();
-    let build_dir = artifacts.join("build").join(variant.name);
-    fs::create_dir_all(&build_dir)?;
+/// Builds `variant`'s guest staticlib (RustPython's takes most of a fresh build, much of it on
+/// one core): every variant's comes before any variant's later steps, so the host tools'
+/// background build, which those steps wait for, runs beside it.
+fn guest_staticlib(workspace: &Workspace, sources: &Sources, fetched: &Fetched, stamp: &Stamp, variant: &Variant, runner: &mut Runner) -> Result<()> {
     let target = &fetched.lock.rust_guest.target;
-
-    // 1. The guest staticlib.
     let guest_target = workspace.guest_target_dir();
     let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
     let rustflags = guest_rustflags(workspace, sources)?;
@@ -307,6 +257,67 @@ fn build_variant(
         .with_context(|| format!("build the {package} staticlib"))?;
         Ok(())
     })?;
+    Ok(())
+}
+
+/// Removes inherited build settings from a nested cargo command: RUSTFLAGS / CARGO_* /
+/// RUSTC* from the host build would leak into the guest's.
+fn scrubbed(mut command: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let inherited_build_setting = (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key.starts_with("RUSTDOC")
+            || key == "RUSTUP_TOOLCHAIN"
+            || key.starts_with("PYO3_");
+        if inherited_build_setting {
+            command = command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// The versions of the xtask's own linking crates (from the host Cargo.lock): a bump of one
+/// must rebuild what it made.
+struct LinkingCrates {
+    wit_dylib: String,
+    wit_component: String,
+    /// The host's wasmtime and wizer: they pre-initialise and precompile.
+    wasmtime: String,
+    wasmtime_wizer: String,
+}
+
+impl LinkingCrates {
+    fn locked(workspace: &Workspace) -> Result<LinkingCrates> {
+        let path = workspace.path("Cargo.lock");
+        let lock = crate::inputs::lock::CargoLock::load(&path)?;
+        let version = |package: &str| lock.version_of(package).with_context(|| path.display().to_string());
+        Ok(LinkingCrates {
+            wit_dylib: version("wit-dylib")?,
+            wit_component: version("wit-component")?,
+            wasmtime: version("wasmtime")?,
+            wasmtime_wizer: version("wasmtime-wizer")?,
+        })
+    }
+}
+
+fn build_variant(
+    workspace: &Workspace,
+    sources: &Sources,
+    linking: &LinkingCrates,
+    fetched: &Fetched,
+    clang_version: &str,
+    variant: &Variant,
+    runner: &mut Runner,
+) -> Result<()> {
+    let artifacts = workspace.artifacts_dir();
+    let build_dir = artifacts.join("build").join(variant.name);
+    fs::create_dir_all(&build_dir)?;
+    let target = &fetched.lock.rust_guest.target;
+
+    // 1. The guest staticlib: built before any variant's later steps ([`guest_staticlib`]).
+    let staticlib = workspace.guest_target_dir().join(target).join("release").join(variant.staticlib_name());
 
     // 2. The C stubs.
     let mut objects = Vec::new();
