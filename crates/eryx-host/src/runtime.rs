@@ -21,11 +21,13 @@ use crate::{bindings, compile_cache, engine, tail, Callbacks, Limits, Sandbox, V
 /// reserves about 2.1 TiB of the 128 TiB a Linux process has.
 pub const MAX_LIVE_SANDBOXES: u32 = 500;
 
-/// How many fresh instances a [`Runtime`] keeps ready by default ([`Runtime::keep_warm`]).
-/// They are made, and used ones are dropped, on a thread of the runtime's own, so a caller
-/// asking for a sandbox takes one that is ready instead of paying the instantiation; each
-/// holds a slot of the instance pool and the few pages its instantiation touched.
-pub const WARM_SANDBOXES: usize = 2;
+/// How many fresh instances a [`Runtime`] keeps ready by default ([`Runtime::keep_warm`]):
+/// none. Warm instances are made on the runtime's own thread (which drops used stores in any
+/// case, off the caller's path), so a caller takes one instead of paying the instantiation;
+/// but `cargo xtask bench` did not find a sandbox taken that way ready sooner (its first
+/// execute pays for the pages it touches either way), so a host turns them on where its own
+/// requests show a gain. Each holds a slot of the instance pool.
+pub const WARM_SANDBOXES: usize = 0;
 
 /// Where a [`Runtime`]'s compiled component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -361,7 +361,7 @@ mod tests {
         // a sandbox must still get one at once, every time (with and without warm instances).
         let directory = tempfile::tempdir().unwrap();
         let runtime = trapping_runtime(directory.path());
-        for warm in [crate::runtime::WARM_SANDBOXES, 0] {
+        for warm in [2, 0] {
             runtime.keep_warm(warm);
             let mut sandboxes = fill_the_pool(&runtime);
             for round in 0..50 {

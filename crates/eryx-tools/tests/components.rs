@@ -100,7 +100,7 @@ fn warm_sandboxes_take_their_callers_callbacks_and_start_fresh() {
     };
     for variant in manifest.variants.values() {
         let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
-        for warm in [eryx_host::runtime::WARM_SANDBOXES, 0] {
+        for warm in [2, 0] {
             runtime.keep_warm(warm);
             assert!(runtime.wait_warm(std::time::Duration::from_secs(60)), "{}: the warm instances were made", variant.name);
             for round in 0..4 {
