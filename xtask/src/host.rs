@@ -33,7 +33,6 @@ pub(crate) const BYTECODE_SOURCES: &[&str] =
 /// bench's timings measure an optimised host.
 pub(crate) fn host_command(workspace: &Workspace, sources: &Sources) -> Result<Command> {
     join_prebuild();
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     if BUILT.get().is_none() {
         let mut build = tools_build(workspace, sources);
         build.arg("--quiet");
@@ -55,6 +54,10 @@ pub(crate) fn tools_build(workspace: &Workspace, sources: &Sources) -> Command {
         .args(sources.cargo_args());
     command
 }
+
+/// Set once this process built the host tools (in the foreground, or in the background with
+/// success): later handovers run the binary without asking cargo again.
+static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
 /// The background build of the host tools ([`prebuild`]) and the log it writes.
 struct Prebuild {
@@ -95,7 +98,9 @@ fn join_prebuild() {
         _ => eprintln!("waiting for the background build of the host tools (log: {})", prebuild.log.display()),
     }
     match prebuild.child.wait() {
-        Ok(status) if status.success() => {}
+        Ok(status) if status.success() => {
+            let _ = BUILT.set(());
+        }
         Ok(status) => eprintln!(
             "note: the background build of the host tools failed ({status}; log: {}); building them in the foreground",
             prebuild.log.display()

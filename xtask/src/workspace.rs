@@ -49,8 +49,7 @@ impl Workspace {
 /// A short, stable name for the checkout at `root`: the start of its path's SHA-256.
 fn checkout_key(root: &Path) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
-    digest[..6].iter().map(|byte| format!("{byte:02x}")).collect()
+    eryx_interface::files::hex(&Sha256::digest(root.as_os_str().as_encoded_bytes())[..6])
 }
 
 #[cfg(test)]

@@ -348,9 +348,7 @@ fn pyodide(args: &Args, workloads: &Workloads, native_compute: &BTreeMap<String,
     let Some(directory) = &args.pyodide else {
         return Ok(json!({"skipped": "no Pyodide package was given (cargo xtask bench fetches the pinned one when npm can)"}));
     };
-    let file = tempfile::NamedTempFile::new()?;
-    std::fs::write(file.path(), &workloads.source)?;
-    let spec = json!({"pyodide": directory, "file": file.path(), "workloads": workloads.names, "runs": args.compute_runs});
+    let spec = json!({"pyodide": directory, "file": std::path::absolute(&args.workloads)?, "workloads": workloads.names, "runs": args.compute_runs});
     eprintln!("pyodide: loading it in Node and running the workloads");
     let output = match Command::new("node").args(["--input-type=module", "-e", PYODIDE_RUNNER, "--"]).arg(spec.to_string()).output() {
         Ok(output) => output,

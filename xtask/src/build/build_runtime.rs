@@ -148,11 +148,12 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     ];
     let clang_version = fetched.wasi.version();
     let linking = LinkingCrates::locked(workspace)?;
+    let mut staticlibs = Vec::new();
     for variant in &variants {
-        guest_staticlib(workspace, sources, &fetched, &stamp, variant, &mut runner)?;
+        staticlibs.push(guest_staticlib(workspace, sources, &fetched, &stamp, variant, &mut runner)?);
     }
-    for variant in &variants {
-        build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, &mut runner)?;
+    for (variant, staticlib) in variants.iter().zip(&staticlibs) {
+        build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, &mut runner)?;
     }
     for set in &sets {
         let tree_digest = tree_step(workspace, set, &mut runner)?;
@@ -203,8 +204,8 @@ fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
 
 /// Builds `variant`'s guest staticlib (RustPython's takes most of a fresh build, much of it on
 /// one core): every variant's comes before any variant's later steps, so the host tools'
-/// background build, which those steps wait for, runs beside it.
-fn guest_staticlib(workspace: &Workspace, sources: &Sources, fetched: &Fetched, stamp: &Stamp, variant: &Variant, runner: &mut Runner) -> Result<()> {
+/// background build, which those steps wait for, runs beside it. Answers the staticlib's path.
+fn guest_staticlib(workspace: &Workspace, sources: &Sources, fetched: &Fetched, stamp: &Stamp, variant: &Variant, runner: &mut Runner) -> Result<PathBuf> {
     let target = &fetched.lock.rust_guest.target;
     let guest_target = workspace.guest_target_dir();
     let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
@@ -257,7 +258,7 @@ fn guest_staticlib(workspace: &Workspace, sources: &Sources, fetched: &Fetched, 
         .with_context(|| format!("build the {package} staticlib"))?;
         Ok(())
     })?;
-    Ok(())
+    Ok(staticlib)
 }
 
 /// Removes inherited build settings from a nested cargo command: RUSTFLAGS / CARGO_* /
@@ -302,6 +303,7 @@ impl LinkingCrates {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_variant(
     workspace: &Workspace,
     sources: &Sources,
@@ -309,16 +311,14 @@ fn build_variant(
     fetched: &Fetched,
     clang_version: &str,
     variant: &Variant,
+    staticlib: &Path,
     runner: &mut Runner,
 ) -> Result<()> {
     let artifacts = workspace.artifacts_dir();
     let build_dir = artifacts.join("build").join(variant.name);
     fs::create_dir_all(&build_dir)?;
-    let target = &fetched.lock.rust_guest.target;
 
-    // 1. The guest staticlib: built before any variant's later steps ([`guest_staticlib`]).
-    let staticlib = workspace.guest_target_dir().join(target).join("release").join(variant.staticlib_name());
-
+    // 1. The guest staticlib was built before any variant's later steps ([`guest_staticlib`]).
     // 2. The C stubs.
     let mut objects = Vec::new();
     for stub in variant.c_stubs {
@@ -340,7 +340,7 @@ fn build_variant(
     let runtime_library = build_dir.join(variant.runtime_library);
     let mut exports = imports_of(&fs::read(&bindings)?)?;
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
-    link_library(variant, fetched, clang_version, Some(&staticlib), &objects, &exports, &runtime_library, runner)?;
+    link_library(variant, fetched, clang_version, Some(staticlib), &objects, &exports, &runtime_library, runner)?;
 
     // 5. The component.
     let mut pinned: Vec<(String, PathBuf)> = Vec::new();
@@ -363,7 +363,7 @@ fn build_variant(
     let entry_library = build_dir.join(command.library);
     let mut exports: Vec<String> = command.exports.iter().map(|name| name.to_string()).collect();
     exports.extend(variant.stub_exports.iter().map(|name| name.to_string()));
-    let entry_staticlib = command.uses_staticlib.then_some(staticlib.as_path());
+    let entry_staticlib = command.uses_staticlib.then_some(staticlib);
     link_library(variant, fetched, clang_version, entry_staticlib, &objects, &exports, &entry_library, runner)?;
     let adapter = command_adapter(&fetched.lock)?;
     let entry_with_world = build_dir.join(format!("world-{}", command.library));
@@ -387,7 +387,7 @@ fn build_variant(
 
     // 9. The core module: the same staticlib and stubs as one wasm32-wasip1 program.
     if let Some(core_module) = variant.core_module {
-        link_core_module(workspace, fetched, clang_version, variant, &build_dir, &staticlib, &artifacts.join(core_module), runner)?;
+        link_core_module(workspace, fetched, clang_version, variant, &build_dir, staticlib, &artifacts.join(core_module), runner)?;
     }
     Ok(())
 }

@@ -311,6 +311,32 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_changed_on_disk_is_unpacked_again_and_a_failed_unpack_leaves_nothing() {
+        let directory = tempfile::tempdir().unwrap();
+        let cache = Cache::at(directory.path());
+        let unpack = |root: &Path| -> Result<()> {
+            fs::create_dir_all(root.join("lib"))?;
+            fs::write(root.join("lib/code.js"), b"the pinned bytes")?;
+            Ok(())
+        };
+        let first = verified_tree(&cache, "ab12", "a package", unpack).unwrap();
+        // Someone with write access to the cache edits the tree (and could not fix the
+        // recorded digest to match without unpacking being asked for again).
+        fs::write(first.root.join("lib/code.js"), b"changed bytes").unwrap();
+        let again = verified_tree(&cache, "ab12", "a package", unpack).unwrap();
+        assert_eq!(fs::read(again.root.join("lib/code.js")).unwrap(), b"the pinned bytes");
+        assert_eq!(again.digest, first.digest);
+        // An unpack that fails leaves no tree a later call would trust.
+        let failed = verified_tree(&cache, "cd34", "another", |root: &Path| -> Result<()> {
+            fs::create_dir_all(root)?;
+            fs::write(root.join("half"), b"")?;
+            anyhow::bail!("the archive ended early")
+        });
+        assert!(failed.is_err());
+        assert!(!directory.path().join("unpacked/cd34").exists());
+    }
+
+    #[test]
     fn one_line_sources_are_read_too() {
         let text = "# deb http://old.example/debian bookworm main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main # comment\n";
