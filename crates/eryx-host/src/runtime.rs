@@ -125,6 +125,14 @@ struct Warm {
     idle: Condvar,
 }
 
+impl WarmState {
+    /// Whether the warm-up thread is at work or about to be (woken to make an instance it
+    /// has not started yet): a slot it takes comes back as a ready instance.
+    fn thread_at_work(&self) -> bool {
+        !self.gone && (self.busy || (!self.closed && !self.stalled && self.ready.len() < self.target))
+    }
+}
+
 impl Warm {
     fn lock(&self) -> std::sync::MutexGuard<'_, WarmState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -164,29 +172,39 @@ impl Blueprint {
     /// A fresh instance for `callbacks`: one made ahead of time when there is one, else made
     /// now. Either way it comes from the snapshot and never ran a caller's code.
     pub(crate) async fn take_fresh(&self, callbacks: Arc<Callbacks>) -> Result<Fresh> {
-        if let Some(fresh) = self.take_warm() {
-            return Ok(fresh.with_callbacks(callbacks));
-        }
-        if let Ok(fresh) = self.instantiate(callbacks.clone()).await {
-            return Ok(fresh);
-        }
-        // Every slot of the pool may be taken only for now: by stores the caller dropped that
-        // wait to be dropped for good, or by the instance the warm-up thread is making. Once
-        // the thread finished what it is doing, the retired stores are dropped here and it is
-        // tried again, so a caller who dropped a sandbox can always make one in its place.
-        let retired = {
-            let mut state = self.warm.lock();
-            let seen = state.finished;
-            while state.busy && !state.gone && state.finished == seen {
-                state = self.warm.idle.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Every slot of the pool may be taken only for now: by stores callers dropped that
+        // wait to be dropped for good, or by the instance the warm-up thread is making. While
+        // an instantiation fails and either is pending, the retired stores are dropped here
+        // (or the thread's current work is waited for) and it is tried again, so a caller who
+        // dropped a sandbox can always make one in its place.
+        loop {
+            if let Some(fresh) = self.take_warm() {
+                return Ok(fresh.with_callbacks(callbacks));
             }
-            std::mem::take(&mut state.retired)
-        };
-        drop(retired);
-        if let Some(fresh) = self.take_warm() {
-            return Ok(fresh.with_callbacks(callbacks));
+            let finished_before = self.warm.lock().finished;
+            let error = match self.instantiate(callbacks.clone()).await {
+                Ok(fresh) => return Ok(fresh),
+                Err(error) => error,
+            };
+            let retired = {
+                let mut state = self.warm.lock();
+                if !state.ready.is_empty() || !state.retired.is_empty() || state.finished != finished_before {
+                    // An instance made meanwhile, stores to drop here, or the thread's work
+                    // overlapped the attempt (wasmtime counts a refused instantiation for a
+                    // moment, so either side may be refused while the other is, spuriously).
+                } else if state.thread_at_work() {
+                    let seen = state.finished;
+                    while state.thread_at_work() && state.finished == seen {
+                        state = self.warm.idle.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                    }
+                } else {
+                    // Nothing is pending: the pool is full of live sandboxes.
+                    return Err(error);
+                }
+                std::mem::take(&mut state.retired)
+            };
+            drop(retired);
         }
-        self.instantiate(callbacks).await
     }
 
     fn take_warm(&self) -> Option<Fresh> {
@@ -253,20 +271,29 @@ impl Blueprint {
             // retired); a panic while dropping one is contained to it.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(retired)));
             let made = if wanted { Some(tasks.block_on(self.instantiate(Arc::new(Callbacks::new())))) } else { None };
+            // An instance no longer wanted (the target was lowered meanwhile) is dropped before
+            // the work counts as finished: a caller waiting for a slot retries only then.
+            let surplus = {
+                let mut state = self.warm.lock();
+                match made {
+                    Some(Ok(fresh)) if !state.closed && state.ready.len() < state.target => {
+                        state.ready.push_back(fresh);
+                        None
+                    }
+                    Some(Ok(fresh)) => Some(fresh),
+                    // A caller asking for a sandbox meets the same error and reports it.
+                    Some(Err(_)) => {
+                        state.stalled = true;
+                        None
+                    }
+                    None => None,
+                }
+            };
+            drop(surplus);
             let mut state = self.warm.lock();
             state.busy = false;
             state.finished += 1;
             self.warm.idle.notify_all();
-            let Some(made) = made else { continue };
-            match made {
-                Ok(fresh) if !state.closed && state.ready.len() < state.target => state.ready.push_back(fresh),
-                Ok(fresh) => {
-                    drop(state);
-                    drop(fresh);
-                }
-                // A caller asking for a sandbox meets the same error and reports it.
-                Err(_) => state.stalled = true,
-            }
         }
     }
 
