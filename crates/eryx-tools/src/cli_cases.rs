@@ -53,7 +53,20 @@ pub struct Args {
     /// (`node:wasi`), with the same arguments, directories, environment and stdin
     #[arg(long, value_name = "PROGRAM")]
     pub node: Option<PathBuf>,
+    /// Also run every case on this preview1 core module (CPython built from pinned source) as
+    /// the variant `cpython-source`, under the wasmtime CLI and Node (those given)
+    #[arg(long, value_name = "FILE", requires = "core_stdlib")]
+    pub core_module: Option<PathBuf>,
+    /// The standard library of --core-module, preopened read-only at `/lib/python3.14`, where
+    /// that interpreter (prefix `/`) looks for it
+    #[arg(long, value_name = "DIR", requires = "core_module")]
+    pub core_stdlib: Option<PathBuf>,
 }
+
+/// The name the command suite gives the core module of CPython built from source.
+pub const SOURCE_VARIANT: &str = "cpython-source";
+/// Where that interpreter looks for its standard library.
+const SOURCE_STDLIB: &str = "/lib/python3.14";
 
 /// Where a case runs.
 pub enum Host<'a> {
@@ -333,6 +346,25 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         if let (Some(program), Some(_)) = (&args.node, &entry.core_module_path) {
             failures += run_suite_on(&Host::NodeWasi { program, variant: &entry }, name, &cases);
+        }
+    }
+    if let (Some(module), Some(stdlib)) = (&args.core_module, &args.core_stdlib) {
+        let mut entry = eryx_host::VariantEntry::for_component(module);
+        entry.name = SOURCE_VARIANT.to_owned();
+        // The wasmtime CLI runs a core module as it runs a command component.
+        entry.command_path = Some(module.clone());
+        entry.core_module_path = Some(module.clone());
+        entry.stdlib = Some(eryx_host::manifest::StdlibMount { host_directory: stdlib.clone(), guest_path: SOURCE_STDLIB.to_owned() });
+        // The wasmtime CLI mounts directories writable: no bytecode is written into the build.
+        entry.env.insert("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned());
+        if let Some(program) = &args.wasmtime {
+            failures += run_suite_on(&Host::WasmtimeCli { program, variant: &entry }, SOURCE_VARIANT, &cases);
+        }
+        if let Some(program) = &args.node {
+            failures += run_suite_on(&Host::NodeWasi { program, variant: &entry }, SOURCE_VARIANT, &cases);
+        }
+        if args.wasmtime.is_none() && args.node.is_none() {
+            println!("not run {SOURCE_VARIANT}: neither the wasmtime CLI nor Node was given, and our host runs components only");
         }
     }
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -26,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use xshell::{cmd, Shell};
 
+use crate::build::cpython_source;
 use crate::build::packages::{self, PackageSet};
 use crate::build::steps::{Fingerprint, Runner};
 use crate::build::variant::{self, Variant};
@@ -155,6 +156,12 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     for (variant, staticlib) in variants.iter().zip(&staticlibs) {
         build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, &mut runner)?;
     }
+    // CPython from pinned source: its core module, beside the variants (which still link the
+    // pinned wheel's libraries).
+    let from_source = match variants.iter().any(|variant| variant.name == "cpython") {
+        true => Some(cpython_source::build(workspace, cache, sources, &fetched, &mut runner)?),
+        false => None,
+    };
     for set in &sets {
         let tree_digest = tree_step(workspace, set, &mut runner)?;
         for variant in &variants {
@@ -189,6 +196,11 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
             let size = fs::metadata(&path)?.len();
             eprintln!("  {component:<28} {:>8.1} MiB  {}", size as f64 / 1048576.0, path.display());
         }
+    }
+    if let Some(built) = &from_source {
+        let size = fs::metadata(&built.core_module)?.len();
+        eprintln!("  {:<28} {:>8.1} MiB  {} (CPython from source)", cpython_source::CORE_MODULE, size as f64 / 1048576.0, built.core_module.display());
+        eprintln!("  {:<28} {:>8}      {}", "its stdlib", "", built.stdlib.display());
     }
     eprintln!("  manifest: {}", manifest.display());
     Ok(Built { manifest, fetched, sets })

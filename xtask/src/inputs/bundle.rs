@@ -11,6 +11,7 @@
 //! DIR/wheels/                the pinned CPython wheel
 //! DIR/debs/                  the pinned Debian packages (`[[debian-debs]]` and `[[unpacked-debs]]`)
 //! DIR/sources/               the pinned `.crate`s the build patches (`[[patched-crates]]`)
+//!                            and the source tarballs it compiles (`[[source-tarballs]]`)
 //! DIR/packages/<sha256>/     the wheels of the repository's package sets (and those given to
 //!                            `vendor --packages`), each under the sha256 its lock pins
 //! DIR/cargo-config.toml      source replacement for every cargo build, `net.offline`:

@@ -27,6 +27,9 @@ pub struct Lock {
     /// npm packages used as files (the bench's Pyodide), never installed.
     #[serde(rename = "npm-packages", default)]
     pub npm_packages: Vec<NpmPackage>,
+    /// Upstream source tarballs the build compiles (CPython and its C libraries).
+    #[serde(rename = "source-tarballs", default)]
+    pub source_tarballs: Vec<SourceTarball>,
     /// The trust anchor of offline builds (absent until `cargo xtask vendor --update-pin`).
     #[serde(rename = "vendor-bundle", default)]
     pub vendor_bundle: Option<VendorBundlePin>,
@@ -88,7 +91,33 @@ pub struct NpmPackage {
     pub sha256: String,
 }
 
+/// An upstream source tarball the build compiles: Debian's `.orig` copy of upstream's release
+/// (the same bytes), fetched from `directory` of the machine's own Debian archive, checked
+/// against `sha256` (`inputs/tarballs.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTarball {
+    /// What the build calls it (`cpython`, `zlib`, …).
+    pub name: String,
+    /// Upstream's version.
+    pub version: String,
+    /// Its folder inside the archive (`pool/main/…`).
+    pub directory: String,
+    pub file: String,
+    pub sha256: String,
+    /// The SPDX license expression the SBOM names.
+    pub license: String,
+}
+
 impl Lock {
+    /// The `[[source-tarballs]]` pin named `name`.
+    pub fn source_tarball(&self, name: &str) -> Result<&SourceTarball> {
+        self.source_tarballs
+            .iter()
+            .find(|pin| pin.name == name)
+            .with_context(|| format!("toolchains.lock pins no source tarball `{name}` ([[source-tarballs]])"))
+    }
+
     /// The pin of the npm package `name`.
     pub fn npm_package(&self, name: &str) -> Result<&NpmPackage> {
         self.npm_packages
@@ -274,6 +303,25 @@ impl Lock {
                 bail!("unpacked debian package {}: suite `{}` is not a Debian suite name", deb.file, deb.suite);
             }
         }
+        for tarball in &self.source_tarballs {
+            digests.push((format!("source tarball {}", tarball.file), &tarball.sha256));
+            // Letters, digits and `._+~-` only (no `/`, no `%` that a URL would decode), not
+            // starting with a dot.
+            let plain = |text: &str| {
+                !text.is_empty() && !text.starts_with('.') && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._+~-".contains(&byte))
+            };
+            if !plain(&tarball.file) || !(tarball.file.ends_with(".tar.gz") || tarball.file.ends_with(".tar.xz")) {
+                bail!("source tarball `{}`: `file` must be a plain .tar.gz or .tar.xz file name", tarball.file);
+            }
+            if !tarball.directory.starts_with("pool/") || !tarball.directory.split('/').all(plain) {
+                bail!("source tarball {}: `directory` `{}` is not a folder of the archive's pool", tarball.file, tarball.directory);
+            }
+        }
+        for (index, tarball) in self.source_tarballs.iter().enumerate() {
+            if self.source_tarballs[..index].iter().any(|other| other.name == tarball.name || other.file == tarball.file) {
+                bail!("source tarball `{}` ({}) is pinned twice", tarball.name, tarball.file);
+            }
+        }
         for patched in &self.patched_crates {
             digests.push((format!("patched crate {}", patched.name), &patched.crate_sha256));
             for file in &patched.files {
@@ -366,5 +414,24 @@ mod tests {
         let text = repository_lock().replacen("sha256 = \"0ab4ec", "sha256 = \"zzb4ec", 1);
         let error = format!("{:#}", Lock::parse(&text).unwrap_err());
         assert!(error.contains("libpython3.14.so"), "{error}");
+    }
+
+    #[test]
+    fn a_source_tarball_stays_inside_the_archive_pool() {
+        let lock = Lock::parse(&repository_lock()).unwrap();
+        assert_eq!(lock.source_tarball("cpython").unwrap().version, "3.14.7");
+        for (from, to, named) in [
+            ("directory = \"pool/main/p/python3.14\"", "directory = \"pool/../../etc\"", "is not a folder of the archive's pool"),
+            ("directory = \"pool/main/p/python3.14\"", "directory = \"dists/sid\"", "is not a folder of the archive's pool"),
+            ("directory = \"pool/main/p/python3.14\"", "directory = \"pool/%2e%2e/x\"", "is not a folder of the archive's pool"),
+            ("name = \"zlib\"", "name = \"cpython\"", "is pinned twice"),
+            ("file = \"python3.14_3.14.7.orig.tar.xz\"", "file = \"../python3.14_3.14.7.orig.tar.xz\"", "must be a plain"),
+            ("file = \"python3.14_3.14.7.orig.tar.xz\"", "file = \"python3.14_3.14.7.dsc\"", "must be a plain"),
+        ] {
+            let text = repository_lock().replacen(from, to, 1);
+            assert_ne!(text, repository_lock());
+            let error = format!("{:#}", Lock::parse(&text).unwrap_err());
+            assert!(error.contains(named), "{to}: {error}");
+        }
     }
 }

@@ -14,6 +14,7 @@ mod download;
 pub(crate) mod fetch;
 pub(crate) mod lock;
 mod members;
+pub(crate) mod tarballs;
 pub(crate) mod npm;
 pub(crate) mod packages;
 pub(crate) mod patch;

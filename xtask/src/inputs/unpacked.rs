@@ -181,8 +181,8 @@ fn download(scratch: &Path, pin: &UnpackedDeb) -> Result<PathBuf> {
 
 /// The machine's own Debian archive, as its apt configuration names it.
 #[derive(Debug, PartialEq)]
-struct ArchiveSource {
-    uri: String,
+pub(crate) struct ArchiveSource {
+    pub(crate) uri: String,
     signed_by: Option<String>,
 }
 
@@ -197,7 +197,7 @@ impl ArchiveSource {
     }
 }
 
-fn machine_archive() -> Result<ArchiveSource> {
+pub(crate) fn machine_archive() -> Result<ArchiveSource> {
     let os_release = fs::read_to_string("/etc/os-release").context("read /etc/os-release (is this a Debian-like machine?)")?;
     let codename = os_release
         .lines()

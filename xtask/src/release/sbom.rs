@@ -134,6 +134,21 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
         let description = format!("Debian's `{}` package, its static libraries linked into the core module", pin.suite);
         components.push(deb(&pin.package, &pin.version, &pin.sha256, ("library", "required"), description));
     }
+    // Upstream sources compiled into the core module of CPython built from source.
+    for pin in &lock.source_tarballs {
+        let purl = format!("pkg:generic/{}@{}", pin.name, pin.version);
+        components.push(json!({
+            "type": "library",
+            "bom-ref": purl,
+            "name": pin.name,
+            "version": pin.version,
+            "purl": purl,
+            "scope": "required",
+            "description": format!("the source of {} {} as Debian's archive keeps it ({}), compiled into {}", pin.name, pin.version, pin.file, crate::build::cpython_source::CORE_MODULE),
+            "licenses": [{ "expression": pin.license }],
+            "hashes": [{ "alg": "SHA-256", "content": pin.sha256 }],
+        }));
+    }
     // The package sets' wheels: inside the `<variant>+<set>` components' snapshots and trees.
     let mut seen = std::collections::BTreeSet::new();
     for set in sets {

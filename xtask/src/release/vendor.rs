@@ -19,6 +19,7 @@ use crate::inputs::lock::{host_platform, Lock};
 use crate::inputs::patch;
 use crate::inputs::sources::Sources;
 use crate::inputs::toolchain::{self, RustGuestToolchain};
+use crate::inputs::tarballs;
 use crate::inputs::unpacked;
 use crate::workspace::Workspace;
 
@@ -69,10 +70,13 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
             copy_into(&unpacked::deb_file(cache, sources, pin)?, &staging.join(DEBS_DIR).join(&pin.file))?;
         }
 
-        eprintln!("[4/6] the originals of the patched crates");
+        eprintln!("[4/6] the originals of the patched crates and the source tarballs ({})", lock.source_tarballs.len());
         for pin in &lock.patched_crates {
             let original = patch::original_crate(cache, sources, pin)?;
             copy_into(&original, &staging.join(SOURCES_DIR).join(patch::crate_file_name(pin)))?;
+        }
+        for pin in &lock.source_tarballs {
+            copy_into(&tarballs::tarball(cache, sources, pin)?, &staging.join(SOURCES_DIR).join(&pin.file))?;
         }
 
         let mut locks: Vec<PathBuf> = crate::build::packages::REPOSITORY_SETS.iter().map(|lock| workspace.path(lock)).collect();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::build::build_runtime;
+use crate::build::{build_runtime, cpython_source};
 use crate::host::{exec, host_command, HOST_PACKAGE};
 use crate::inputs::cache::Cache;
 use crate::inputs::sources::Sources;
@@ -133,6 +133,12 @@ pub fn run_cli_suite(
     }
     if let Some(node) = node {
         command.arg("--node").arg(node);
+    }
+    // CPython built from pinned source, when the build made it.
+    let artifacts = workspace.artifacts_dir();
+    let (module, stdlib) = (artifacts.join(cpython_source::CORE_MODULE), artifacts.join(cpython_source::STDLIB_DIR));
+    if module.is_file() && stdlib.is_dir() {
+        command.arg("--core-module").arg(module).arg("--core-stdlib").arg(stdlib);
     }
     exec(command, "the command suite")
 }
