@@ -201,6 +201,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
         let size = fs::metadata(&built.core_module)?.len();
         eprintln!("  {:<28} {:>8.1} MiB  {} (CPython from source)", cpython_source::CORE_MODULE, size as f64 / 1048576.0, built.core_module.display());
         eprintln!("  {:<28} {:>8}      {}", "its stdlib", "", built.stdlib.display());
+        eprintln!("  {:<28} {:>8}      {}", "its headers", "", built.include.display());
     }
     eprintln!("  manifest: {}", manifest.display());
     Ok(Built { manifest, fetched, sets })

@@ -42,10 +42,37 @@ const STDLIB_LEFT_OUT: &[&str] = &["test", "idlelib", "tkinter", "turtledemo", "
 /// `RecursionError` (command case `deep-nesting-in-json-is-a-recursion-error`).
 const SHADOW_STACK_BYTES: u32 = 1 << 20;
 
+/// The headers for native extensions, in `target/eryx/` (`python3.14/` inside).
+pub const INCLUDE_DIR: &str = "cpython-source/include";
+
 /// What the stage made.
 pub struct Built {
     pub core_module: PathBuf,
     pub stdlib: PathBuf,
+    pub include: PathBuf,
+}
+
+/// `_sysconfigdata` without the paths of this machine: the build directory (and the staging
+/// name it had while CPython was built in it) as `/build/cpython-source`, wasi-libc's sysroot
+/// in the cache as `/wasi-sysroot`. So the stdlib is the same file in every checkout; an
+/// extension build names its own sysroot anyway.
+fn without_build_paths(text: &str, build_dir: &Path, sysroot: &Path) -> String {
+    let build = build_dir.display().to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&build) {
+        out.push_str(&rest[..at]);
+        out.push_str("/build/cpython-source");
+        rest = &rest[at + build.len()..];
+        // A staging directory: `/.wasi.tmp-<pid>-<n>-<hex>` is the build directory `wasi`.
+        if let Some(staged) = rest.strip_prefix("/.wasi.tmp-") {
+            let end = staged.find(|character: char| !(character.is_ascii_alphanumeric() || character == '-')).unwrap_or(staged.len());
+            out.push_str("/wasi");
+            rest = &staged[end..];
+        }
+    }
+    out.push_str(rest);
+    out.replace(&sysroot.display().to_string(), "/wasi-sysroot")
 }
 
 /// Builds what is stale: the build machine's Python, the C libraries, CPython for
@@ -161,7 +188,8 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
     let mut inputs = Fingerprint::default();
     inputs.text("cpython", &cpython.digest).file(&wasi_build.join("python.wasm"))?.file(&recipe)?;
     inputs.text("left out", &STDLIB_LEFT_OUT.join(" ")).tree(&wasi_build.join("build"))?;
-    runner.step("cpython-source: core module and stdlib", &inputs, &[&core_module, &stdlib], || {
+    let include = artifacts.join(INCLUDE_DIR);
+    runner.step("cpython-source: core module and stdlib", &inputs, &[&core_module, &stdlib, &include], || {
         cache::write_atomic(&core_module, &fs::read(wasi_build.join("python.wasm"))?)?;
         fs::create_dir_all(stdlib.parent().context("the stdlib has a parent")?)?;
         cache::replace_dir_atomically(&stdlib, |staging| {
@@ -176,13 +204,21 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
                 let path = entry?.path();
                 let name = path.file_name().context("an entry has a name")?.to_string_lossy().into_owned();
                 if name.starts_with("_sysconfigdata") && name.ends_with(".py") {
-                    fs::copy(&path, staging.join(&name))?;
+                    let text = fs::read_to_string(&path)?;
+                    cache::write_atomic(&staging.join(&name), without_build_paths(&text, &build_dir, &tools.sysroot).as_bytes())?;
                 }
             }
             Ok(())
+        })?;
+        // The headers a native extension compiles against: the source's and the build's
+        // `pyconfig.h`.
+        cache::replace_dir_atomically(&include, |staging| {
+            copy_tree(&source.join("Include"), &staging.join("python3.14"))?;
+            fs::copy(wasi_build.join("pyconfig.h"), staging.join("python3.14/pyconfig.h"))?;
+            Ok(())
         })
     })?;
-    Ok(Built { core_module, stdlib })
+    Ok(Built { core_module, stdlib, include })
 }
 
 /// The C compiler and archivers for wasm32-wasi: the pinned WASI clang, with the pinned
@@ -445,4 +481,26 @@ fn copy_stdlib(from: &Path, to: &Path) -> Result<()> {
         Ok(())
     }
     walk(from, to, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysconfig_data_names_no_path_of_the_machine() {
+        let build = Path::new("/home/someone/eryx/target/eryx/build/cpython-source");
+        let sysroot = Path::new("/home/someone/.cache/eryx/unpacked/ab12/root/usr");
+        let text = "{'abs_builddir': '/home/someone/eryx/target/eryx/build/cpython-source/.wasi.tmp-3511-3-0e7541f3', \
+                    'LIBS': '-L/home/someone/eryx/target/eryx/build/cpython-source/prefix/lib -lz', \
+                    'CC': '/usr/bin/clang-19 --sysroot=/home/someone/.cache/eryx/unpacked/ab12/root/usr', \
+                    'srcdir': '/home/someone/eryx/target/eryx/build/cpython-source/.wasi.tmp-1-2-ff)/../src'}";
+        let clean = without_build_paths(text, build, sysroot);
+        assert_eq!(
+            clean,
+            "{'abs_builddir': '/build/cpython-source/wasi', 'LIBS': '-L/build/cpython-source/prefix/lib -lz', \
+             'CC': '/usr/bin/clang-19 --sysroot=/wasi-sysroot', 'srcdir': '/build/cpython-source/wasi)/../src'}"
+        );
+        assert!(!clean.contains("/home/someone"));
+    }
 }

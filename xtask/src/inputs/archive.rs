@@ -129,6 +129,26 @@ pub fn extract(archive: &Path, compression: Compression, destination: &Path) -> 
         .with_context(|| format!("extract {} into {}", archive.display(), destination.display()))
 }
 
+/// Extracts the tar archive `command` writes to its stdout (a decoder: `dpkg-deb
+/// --fsys-tarfile`, `xz --decompress --stdout`) into `destination`, checking every entry as
+/// [`extract`] does. `what` names the archive in errors; `install` says how to get the
+/// program.
+pub fn extract_from_command(mut command: std::process::Command, destination: &Path, what: &str, install: &str) -> Result<()> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("run {program} ({install})"))?;
+    let mut stdout = child.stdout.take().with_context(|| format!("{program}'s stdout is piped"))?;
+    let extracted = extract_from(&mut stdout, Compression::None, destination);
+    // The tar reader stops at the archive's end; what the program still writes (padding) is
+    // read here, so it never fails on a closed pipe.
+    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    let status = child.wait().with_context(|| format!("wait for {program}"))?;
+    extracted?;
+    if !status.success() {
+        bail!("{program} failed on {what} ({status}); the file in the cache may be damaged: remove it");
+    }
+    Ok(())
+}
+
 pub fn extract_from(reader: impl Read, compression: Compression, destination: &Path) -> Result<()> {
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),

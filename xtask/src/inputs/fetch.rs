@@ -43,6 +43,12 @@ pub struct Args {
 pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args) -> Result<Fetched> {
     let started = Instant::now();
     let fetched = resolve(workspace, cache, sources, args.retry_downloads)?;
+    // The source tarballs are fetched by the build step that compiles them; here too, so
+    // `fetch` leaves every pin in the cache.
+    for pin in &fetched.lock.source_tarballs {
+        crate::inputs::tarballs::tarball(cache, sources, pin)?;
+    }
+    eprintln!("source tarballs: {} verified", fetched.lock.source_tarballs.len());
     eprintln!("wasi toolchain: {} ({}): {}", fetched.wasi.provider, fetched.wasi.clang.display(), fetched.wasi.reason);
     eprintln!("guest rust: {} ({})", fetched.rust.version, fetched.rust.reason);
     eprintln!("cpython members: {} verified in {}", fetched.members.len(), cache.root.display());

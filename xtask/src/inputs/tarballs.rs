@@ -8,7 +8,7 @@
 //! is checked against its recorded digest on every use.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -53,21 +53,9 @@ pub fn unpacked(cache: &Cache, sources: &Sources, pin: &SourceTarball) -> Result
         }
         // `xz` decodes; the tar reader checks every entry (no absolute paths, no `..`, no
         // links leaving the tree).
-        let mut child = Command::new("xz")
-            .args(["--decompress", "--stdout"])
-            .arg(&tarball)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("run xz (install xz-utils)")?;
-        let mut stdout = child.stdout.take().context("xz's stdout is piped")?;
-        let extracted = archive::extract_from(&mut stdout, Compression::None, root);
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        let status = child.wait().context("wait for xz")?;
-        extracted?;
-        if !status.success() {
-            bail!("xz --decompress {} failed ({status}); the cached tarball may be damaged: remove it", tarball.display());
-        }
-        Ok(())
+        let mut command = Command::new("xz");
+        command.args(["--decompress", "--stdout"]).arg(&tarball);
+        archive::extract_from_command(command, root, &tarball.display().to_string(), "install xz-utils")
     })
 }
 

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::inputs::archive::{self, Compression};
+use crate::inputs::archive;
 use crate::inputs::bundle;
 use crate::inputs::cache::{self, Cache};
 use crate::inputs::lock::UnpackedDeb;
@@ -36,23 +36,9 @@ pub fn root(cache: &Cache, sources: &Sources, pin: &UnpackedDeb) -> Result<Unpac
         let deb = deb_file(cache, sources, pin)?;
         // dpkg-deb only decodes the package's data member; the extraction checks every entry
         // (no absolute paths, no `..`, no links leaving the tree).
-        let mut child = Command::new("dpkg-deb")
-            .arg("--fsys-tarfile")
-            .arg(&deb)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("run dpkg-deb (is this a Debian-like machine?)")?;
-        let mut stdout = child.stdout.take().context("dpkg-deb's stdout is piped")?;
-        let extracted = archive::extract_from(&mut stdout, Compression::None, staging_root);
-        // The tar reader stops at the archive's end; what dpkg-deb still writes (padding) is
-        // read here, so it never fails on a closed pipe.
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        let status = child.wait().context("wait for dpkg-deb")?;
-        extracted?;
-        if !status.success() {
-            bail!("dpkg-deb --fsys-tarfile {} failed ({status}); the package in the cache may be damaged: remove it", deb.display());
-        }
-        Ok(())
+        let mut command = Command::new("dpkg-deb");
+        command.arg("--fsys-tarfile").arg(&deb);
+        archive::extract_from_command(command, staging_root, &deb.display().to_string(), "is this a Debian-like machine?")
     })
 }
 

@@ -5,6 +5,10 @@
 //! target/dist/python-cpython.wasm, python-rustpython.wasm     the WASI commands
 //! target/dist/python-rustpython.core.wasm                      the same as a preview1 module
 //! target/dist/python-stdlib.tar.zst                            the CPython stdlib
+//! target/dist/python-cpython.core.wasm                         CPython built from pinned
+//!                                  source, a preview1 module; its stdlib (unpacked at
+//!                                  /lib/python3.14) and the headers native extensions
+//!                                  compile against: python-cpython-source-{stdlib,include}.tar.zst
 //! target/dist/manifest.json        every artifact and every input's digest
 //! target/dist/sbom.cdx.json        CycloneDX SBOM (reproducible)
 //! target/dist/SHA256SUMS           `sha256sum -c SHA256SUMS` checks everything here
@@ -25,6 +29,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::build::build_runtime;
+use crate::build::cpython_source;
 use crate::build::packages;
 use crate::build::variant;
 use crate::inputs::archive;
@@ -103,6 +108,19 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         let stdlib = "python-stdlib.tar.zst";
         fs::copy(artifacts.join(stdlib), contents.join(stdlib)).context("copy the stdlib archive")?;
         shipped.push(stdlib.to_owned());
+        // CPython built from pinned source: its core module, its stdlib and its headers.
+        let module = cpython_source::CORE_MODULE;
+        let bytes = fs::read(artifacts.join(module)).with_context(|| format!("read {module}"))?;
+        eryx_interface::check_core_command(&bytes, module)?;
+        fs::write(contents.join(module), &bytes)?;
+        shipped.push(module.to_owned());
+        for (directory, top, packed) in [
+            (cpython_source::STDLIB_DIR, "python3.14", "python-cpython-source-stdlib.tar.zst"),
+            (cpython_source::INCLUDE_DIR, "include", "python-cpython-source-include.tar.zst"),
+        ] {
+            archive::pack_deterministic(&artifacts.join(directory), top, &contents.join(packed))?;
+            shipped.push(packed.to_owned());
+        }
 
         let build_manifest: serde_json::Value = serde_json::from_slice(&fs::read(&build_manifest_path)?)
             .with_context(|| format!("parse {}", build_manifest_path.display()))?;
