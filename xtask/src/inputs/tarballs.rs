@@ -22,15 +22,9 @@ use crate::inputs::unpacked::{self, Unpacked};
 
 /// The pinned tarball in the verified cache: from the vendor bundle, or downloaded.
 pub fn tarball(cache: &Cache, sources: &Sources, pin: &SourceTarball) -> Result<PathBuf> {
-    if let Some(path) = cache.get(&pin.sha256)? {
+    let bundled = format!("{}/{}", bundle::SOURCES_DIR, pin.file);
+    if let Some(path) = sources.cached_or_bundled(cache, &pin.sha256, &bundled, &pin.file, &format!("the pinned source tarball {}", pin.file))? {
         return Ok(path);
-    }
-    if let Some(bundle) = &sources.vendor {
-        let file = bundle.file(&format!("{}/{}", bundle::SOURCES_DIR, pin.file))?;
-        return cache.insert_copy(&file, &pin.sha256, &pin.file);
-    }
-    if let Some(reason) = sources.refuse_network(&format!("the pinned source tarball {}", pin.file)) {
-        bail!(reason);
     }
     let archive = unpacked::machine_archive()?;
     let url = format!("{}/{}/{}", archive.uri.trim_end_matches('/'), pin.directory, pin.file);

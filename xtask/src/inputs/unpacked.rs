@@ -100,15 +100,9 @@ pub fn tree_digest(root: &Path) -> Result<String> {
 
 /// The pinned `.deb` in the verified cache: from the vendor bundle, or downloaded.
 pub fn deb_file(cache: &Cache, sources: &Sources, pin: &UnpackedDeb) -> Result<PathBuf> {
-    if let Some(path) = cache.get(&pin.sha256)? {
+    let bundled = format!("{}/{}", bundle::DEBS_DIR, pin.file);
+    if let Some(path) = sources.cached_or_bundled(cache, &pin.sha256, &bundled, &pin.file, &format!("the pinned package {}", pin.file))? {
         return Ok(path);
-    }
-    if let Some(bundle) = &sources.vendor {
-        let file = bundle.file(&format!("{}/{}", bundle::DEBS_DIR, pin.file))?;
-        return cache.insert_copy(&file, &pin.sha256, &pin.file);
-    }
-    if let Some(reason) = sources.refuse_network(&format!("the pinned package {}", pin.file)) {
-        bail!(reason);
     }
     let scratch = cache.partial_dir()?.join(format!("apt-{}-{}", pin.suite, std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
