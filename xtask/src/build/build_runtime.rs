@@ -159,7 +159,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     // CPython from pinned source: its core module, beside the variants (which still link the
     // pinned wheel's libraries).
     let from_source = match variants.iter().any(|variant| variant.name == "cpython") {
-        true => Some(cpython_source::build(workspace, cache, sources, &fetched, &mut runner)?),
+        true => Some(cpython_source::build(workspace, cache, sources, &fetched, &clang_version, &mut runner)?),
         false => None,
     };
     for set in &sets {

@@ -52,32 +52,16 @@ pub struct Built {
     pub include: PathBuf,
 }
 
-/// `_sysconfigdata` without the paths of this machine: the build directory (and the staging
-/// name it had while CPython was built in it) as `/build/cpython-source`, wasi-libc's sysroot
-/// in the cache as `/wasi-sysroot`. So the stdlib is the same file in every checkout; an
-/// extension build names its own sysroot anyway.
+/// `_sysconfigdata` without the paths of this machine: the build directory as
+/// `/build/cpython-source`, wasi-libc's sysroot in the cache as `/wasi-sysroot`. So the stdlib
+/// is the same file in every checkout; an extension build names its own sysroot anyway.
 fn without_build_paths(text: &str, build_dir: &Path, sysroot: &Path) -> String {
-    let build = build_dir.display().to_string();
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(&build) {
-        out.push_str(&rest[..at]);
-        out.push_str("/build/cpython-source");
-        rest = &rest[at + build.len()..];
-        // A staging directory: `/.wasi.tmp-<pid>-<n>-<hex>` is the build directory `wasi`.
-        if let Some(staged) = rest.strip_prefix("/.wasi.tmp-") {
-            let end = staged.find(|character: char| !(character.is_ascii_alphanumeric() || character == '-')).unwrap_or(staged.len());
-            out.push_str("/wasi");
-            rest = &staged[end..];
-        }
-    }
-    out.push_str(rest);
-    out.replace(&sysroot.display().to_string(), "/wasi-sysroot")
+    text.replace(&build_dir.display().to_string(), "/build/cpython-source").replace(&sysroot.display().to_string(), "/wasi-sysroot")
 }
 
 /// Builds what is stale: the build machine's Python, the C libraries, CPython for
 /// wasm32-wasip1, and the module and stdlib in `target/eryx/`.
-pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &Fetched, runner: &mut Runner) -> Result<Built> {
+pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &Fetched, clang_version: &str, runner: &mut Runner) -> Result<Built> {
     let lock = &fetched.lock;
     let artifacts = workspace.artifacts_dir();
     let build_dir = artifacts.join("build").join("cpython-source");
@@ -85,7 +69,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
     let cpython_pin = lock.source_tarball("cpython")?;
     let cpython = tarballs::unpacked(cache, sources, cpython_pin)?;
     let unpacked_source = tarballs::top_folder(&cpython)?;
-    let tools = Tools::new(fetched)?;
+    let tools = Tools::new(fetched, clang_version)?;
     // The recipes are this file: a change to a flag builds again.
     let recipe = workspace.path("xtask/src/build/cpython_source.rs");
     let jobs = std::thread::available_parallelism().map_or(2, |count| count.get()).to_string();
@@ -113,9 +97,9 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
     let (native_flags, native_opt) = (["--without-ensurepip", "--disable-test-modules"], "-O1");
     inputs.text("cpython", &cpython.digest).text("host cc", &tool_version("cc")?).text("flags", &format!("{} OPT={native_opt}", native_flags.join(" ")));
     runner.step("cpython-source: python for the build machine", &inputs, &[&native.join("python")], || {
-        in_fresh_dir(&native, |staging| {
-            run_logged(build_command(relative_source.join("configure")).args(native_flags).env("OPT", native_opt).current_dir(staging), &logs, "native configure")?;
-            run_logged(build_command("make").args(["-j", &jobs, "all"]).current_dir(staging), &logs, "native make")
+        in_fresh_dir(&native, |build| {
+            run_logged(build_command(relative_source.join("configure")).args(native_flags).env("OPT", native_opt).current_dir(build), &logs, "native configure")?;
+            run_logged(build_command("make").args(["-j", &jobs, "all"]).current_dir(build), &logs, "native make")
         })
     })?;
 
@@ -153,7 +137,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
     inputs.text("cpython", &cpython.digest).text("tools", &tools.describe()).file(&native.join("python"))?.file(&recipe)?;
     inputs.tree(&prefix)?;
     runner.step("cpython-source: python for wasm32-wasip1", &inputs, &[&wasi_build.join("python.wasm")], || {
-        in_fresh_dir(&wasi_build, |staging| {
+        in_fresh_dir(&wasi_build, |build| {
             let include = format!("-I{}", prefix.join("include").display());
             let libs = |name: &str| format!("-L{} -l{name}", prefix.join("lib").display());
             let mut configure = build_command(relative_source.join("configure"));
@@ -169,16 +153,16 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
                 // Where the sources and the prefix lie is not part of the program.
                 .env("CFLAGS", format!("-ffile-prefix-map={}=/cpython -ffile-prefix-map={}=/prefix", relative_source.display(), prefix.display()))
                 .env("PKG_CONFIG_PATH", "")
-                .env("PKG_CONFIG_LIBDIR", staging.join("no-pkg-config"))
-                .current_dir(staging);
+                .env("PKG_CONFIG_LIBDIR", build.join("no-pkg-config"))
+                .current_dir(build);
             for (module, library) in [("ZLIB", "z"), ("BZIP2", "bz2"), ("LIBLZMA", "lzma"), ("LIBSQLITE3", "sqlite3"), ("LIBMPDEC", "mpdec")] {
                 configure.env(format!("{module}_CFLAGS"), &include).env(format!("{module}_LIBS"), libs(library));
             }
             run_logged(&mut configure, &logs, "wasi configure")?;
-            set_shadow_stack(&staging.join("Makefile"), SHADOW_STACK_BYTES)?;
+            set_shadow_stack(&build.join("Makefile"), SHADOW_STACK_BYTES)?;
             // `sys.version` names the build's date: the pinned one (clang reads
             // `SOURCE_DATE_EPOCH` for `__DATE__` and `__TIME__`; see `build_command`).
-            run_logged(build_command("make").args(["-j", &jobs, "all"]).current_dir(staging), &logs, "wasi make")
+            run_logged(build_command("make").args(["-j", &jobs, "all"]).current_dir(build), &logs, "wasi make")
         })
     })?;
 
@@ -233,7 +217,7 @@ struct Tools {
 }
 
 impl Tools {
-    fn new(fetched: &Fetched) -> Result<Tools> {
+    fn new(fetched: &Fetched, clang_version: &str) -> Result<Tools> {
         let clang = fetched.wasi.clang.clone();
         // Beside `clang-19` are `llvm-ar-19` and `llvm-ranlib-19`; beside an SDK's `clang`,
         // `llvm-ar` and `llvm-ranlib`.
@@ -247,7 +231,7 @@ impl Tools {
         }
         Ok(Tools {
             sysroot: fetched.wasi_libc.root.join("usr"),
-            version: fetched.wasi.version(),
+            version: clang_version.to_owned(),
             wasi_libc: fetched.wasi_libc.digest.clone(),
             clang,
             ar,
@@ -409,14 +393,16 @@ fn run_logged(command: &mut Command, logs: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds into a fresh `<directory>.partial` and renames it into place after `fill`
-/// succeeded: an interrupted build leaves nothing at `directory`. (The rename keeps the
-/// directory's parent, so a build tree's relative paths to the source stay right.)
+/// Builds in `directory`, emptied first, where it stays: configure records its build
+/// directory (in `_sysconfigdata`, in the build Python), so it is built under its own name.
+/// What an interrupted build leaves there is never trusted: the step's record is removed
+/// before it runs and written only after it succeeded (`steps.rs`), so it runs again.
 fn in_fresh_dir(directory: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    cache::replace_dir_atomically(directory, |staging| {
-        fs::create_dir_all(staging)?;
-        fill(staging)
-    })
+    if directory.exists() {
+        fs::remove_dir_all(directory).with_context(|| format!("remove the old {}", directory.display()))?;
+    }
+    fs::create_dir_all(directory)?;
+    fill(directory)
 }
 
 /// A build command with none of the caller's environment but `PATH` (a `CFLAGS`, `LIBS`,
@@ -491,15 +477,15 @@ mod tests {
     fn sysconfig_data_names_no_path_of_the_machine() {
         let build = Path::new("/home/someone/eryx/target/eryx/build/cpython-source");
         let sysroot = Path::new("/home/someone/.cache/eryx/unpacked/ab12/root/usr");
-        let text = "{'abs_builddir': '/home/someone/eryx/target/eryx/build/cpython-source/.wasi.tmp-3511-3-0e7541f3', \
+        let text = "{'abs_builddir': '/home/someone/eryx/target/eryx/build/cpython-source/wasi', \
                     'LIBS': '-L/home/someone/eryx/target/eryx/build/cpython-source/prefix/lib -lz', \
                     'CC': '/usr/bin/clang-19 --sysroot=/home/someone/.cache/eryx/unpacked/ab12/root/usr', \
-                    'srcdir': '/home/someone/eryx/target/eryx/build/cpython-source/.wasi.tmp-1-2-ff)/../src'}";
+                    'srcdir': '/home/someone/eryx/target/eryx/build/cpython-source/wasi/../src'}";
         let clean = without_build_paths(text, build, sysroot);
         assert_eq!(
             clean,
             "{'abs_builddir': '/build/cpython-source/wasi', 'LIBS': '-L/build/cpython-source/prefix/lib -lz', \
-             'CC': '/usr/bin/clang-19 --sysroot=/wasi-sysroot', 'srcdir': '/build/cpython-source/wasi)/../src'}"
+             'CC': '/usr/bin/clang-19 --sysroot=/wasi-sysroot', 'srcdir': '/build/cpython-source/wasi/../src'}"
         );
         assert!(!clean.contains("/home/someone"));
     }
