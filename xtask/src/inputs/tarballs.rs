@@ -1,6 +1,7 @@
 //! Upstream source tarballs the build compiles (`[[source-tarballs]]` in toolchains.lock):
 //! CPython's release tarball and its C libraries' sources, as Debian's archive keeps them
-//! (`<package>_<version>.orig.tar.*`, upstream's bytes). A tarball comes from the cache, the
+//! (`<package>_<version>.orig.tar.*`: upstream's release tarball itself, or Debian's repack of
+//! it, as for zlib; toolchains.lock says which). A tarball comes from the cache, the
 //! vendor bundle or the machine's own Debian archive (its address read from the machine's apt
 //! sources, never written here; the pin names only the folder inside it), and enters the
 //! cache only when its sha256 is the pinned one: the pin, not the archive, is what vouches
