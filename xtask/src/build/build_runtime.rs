@@ -9,10 +9,13 @@
 //! 3. the wit-dylib bindings library for `wit/runtime.wit`;
 //! 4. the runtime shared library (whole staticlib + stubs), exporting only what the
 //!    bindings and the pinned libraries import from it, names stripped;
-//! 5. the CPython stdlib, extracted and packed (variants that mount it);
-//! 6. the component, linked by wit-component's `Linker` from the pinned libraries;
+//! 5. (before any variant) for CPython, the interpreter from pinned source
+//!    (`cpython_source.rs`): `libpython3.14.so`, its stdlib and the core module;
+//! 6. the component, linked by wit-component's `Linker` from the pinned C runtime, the
+//!    interpreter and the runtime library;
 //! 7. the command form: an entry library defining `_start` (the interpreter's own main) and
-//!    a `wasi:cli/command` component from the same libraries with the command adapter;
+//!    a `wasi:cli/command` component from the same libraries with the command adapter; for
+//!    CPython, the stdlib with the bytecode that command compiles, packed;
 //! 8. the core module (variants that have one): the staticlib and stubs statically linked
 //!    with the pinned wasi-libc (`[[unpacked-debs]]`);
 //! 9. the manifest: every artifact's path, size and sha256, and the pins that made it.
@@ -31,7 +34,7 @@ use crate::build::packages::{self, PackageSet};
 use crate::build::steps::{Fingerprint, Runner};
 use crate::build::variant::{self, Variant};
 use crate::host::{self, HOST_PACKAGE};
-use crate::inputs::archive::{self, Compression};
+use crate::inputs::archive;
 use crate::inputs::cache::{self, sha256_file, write_atomic, Cache};
 use crate::inputs::fetch::{self, Fetched};
 use crate::inputs::sources::Sources;
@@ -59,7 +62,6 @@ pub struct Args {
 }
 
 const ADAPTER_MEMBER: &str = "wasi_snapshot_preview1.reactor.wasm";
-const STDLIB_MEMBER: &str = "python-stdlib.tar";
 const STDLIB_DIRECTORY: &str = "python-stdlib";
 const STDLIB_ARCHIVE: &str = "python-stdlib.tar.zst";
 const STDLIB_GUEST_PATH: &str = "/python-stdlib";
@@ -153,15 +155,15 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     for variant in &variants {
         staticlibs.push(guest_staticlib(workspace, sources, &fetched, &stamp, variant, &mut runner)?);
     }
-    for (variant, staticlib) in variants.iter().zip(&staticlibs) {
-        build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, &mut runner)?;
-    }
-    // CPython from pinned source: its core module, beside the variants (which still link the
-    // pinned wheel's libraries).
-    let from_source = match variants.iter().any(|variant| variant.name == "cpython") {
+    // CPython from pinned source: the CPython variant's interpreter and stdlib, and its core
+    // module.
+    let from_source = match variants.iter().any(|variant| variant.cpython_from_source) {
         true => Some(cpython_source::build(workspace, cache, sources, &fetched, &clang_version, &mut runner)?),
         false => None,
     };
+    for (variant, staticlib) in variants.iter().zip(&staticlibs) {
+        build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, from_source.as_ref(), &mut runner)?;
+    }
     for set in &sets {
         let tree_digest = tree_step(workspace, set, &mut runner)?;
         for variant in &variants {
@@ -212,7 +214,7 @@ fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
         .members
         .get(name)
         .map(PathBuf::as_path)
-        .with_context(|| format!("the pinned CPython set has no member `{name}`"))
+        .with_context(|| format!("the pinned C runtime (the wheel's members) has no `{name}`"))
 }
 
 /// Builds `variant`'s guest staticlib (RustPython's takes most of a fresh build, much of it on
@@ -325,10 +327,16 @@ fn build_variant(
     clang_version: &str,
     variant: &Variant,
     staticlib: &Path,
+    from_source: Option<&cpython_source::Built>,
     runner: &mut Runner,
 ) -> Result<()> {
     let artifacts = workspace.artifacts_dir();
     let build_dir = artifacts.join("build").join(variant.name);
+    let from_source = match (variant.cpython_from_source, from_source) {
+        (true, Some(built)) => Some(built),
+        (true, None) => bail!("{}: CPython from source was not built", variant.name),
+        (false, _) => None,
+    };
     fs::create_dir_all(&build_dir)?;
 
     // 1. The guest staticlib was built before any variant's later steps ([`guest_staticlib`]).
@@ -360,6 +368,9 @@ fn build_variant(
     for name in variant.pinned_libraries() {
         pinned.push((name.to_string(), member(fetched, name)?.to_path_buf()));
     }
+    if let Some(built) = from_source {
+        pinned.push((cpython_source::SHARED_LIBRARY_NAME.to_owned(), built.shared_library.clone()));
+    }
     let mut libraries = pinned.clone();
     libraries.push((variant.runtime_library.to_owned(), runtime_library.clone()));
     libraries.push(("libcomponent_bindings.so".to_owned(), bindings.clone()));
@@ -389,8 +400,8 @@ fn build_variant(
     link_component_step(linking, variant, &libraries, adapter, &command_component, runner)?;
 
     // 7. The stdlib, for variants that mount it, with bytecode the command form compiled.
-    if variant.mounts_stdlib {
-        build_stdlib(workspace, sources, &artifacts, fetched, &command_component, runner)?;
+    if let Some(built) = from_source {
+        build_stdlib(workspace, sources, &artifacts, &built.stdlib, &command_component, runner)?;
     }
 
     // 8. The pre-initialised component (the default), and its precompiled form.
@@ -537,7 +548,7 @@ struct SandboxView {
 }
 
 fn sandbox_view(artifacts: &Path, variant: &Variant) -> SandboxView {
-    if variant.mounts_stdlib {
+    if variant.cpython_from_source {
         let env = vec![("PYTHONHOME", STDLIB_GUEST_PATH), ("PYTHONPATH", STDLIB_GUEST_PATH), ("PYTHONDONTWRITEBYTECODE", "1")];
         SandboxView { mount: Some((artifacts.join(STDLIB_DIRECTORY), STDLIB_GUEST_PATH)), env }
     } else {
@@ -784,24 +795,24 @@ fn link_component_step(
     Ok(())
 }
 
-/// The stdlib as the sandboxes and the command form mount it: the pinned tree, with the
-/// bytecode of every module beside it (`__pycache__/*.pyc`, unchecked-hash, so it is used
-/// without looking at the sources' times, and the same bytes on every machine), compiled by
-/// the variant's own command form through `eryx-tools bytecode`; and the same packed.
-fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, fetched: &Fetched, command: &Path, runner: &mut Runner) -> Result<()> {
-    let tar = member(fetched, STDLIB_MEMBER)?;
+/// The stdlib as the sandboxes and the command form mount it: the source build's
+/// (`cpython_source::STDLIB_DIR`), with the bytecode of every module beside it
+/// (`__pycache__/*.pyc`, unchecked-hash, so it is used without looking at the sources' times,
+/// and the same bytes on every machine), compiled by the variant's own command form through
+/// `eryx-tools bytecode`; and the same packed.
+fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, stdlib: &Path, command: &Path, runner: &mut Runner) -> Result<()> {
     let directory = artifacts.join(STDLIB_DIRECTORY);
     let packed = artifacts.join(STDLIB_ARCHIVE);
     let mut inputs = Fingerprint::default();
-    inputs.file(tar)?.file(command)?.text("zstd-level", &archive::PACK_ZSTD_LEVEL.to_string());
+    inputs.tree(stdlib)?.file(command)?.text("zstd-level", &archive::PACK_ZSTD_LEVEL.to_string());
     for source in host::BYTECODE_SOURCES {
         inputs.file(&workspace.path(source))?;
     }
-    runner.step("stdlib: extract, compile bytecode and pack", &inputs, &[&directory, &packed], || {
+    runner.step("stdlib: copy, compile bytecode and pack", &inputs, &[&directory, &packed], || {
         cache::replace_dir_atomically(&directory, |staging| {
-            // The extraction makes its directory itself.
+            // The copy makes its directory itself.
             fs::remove_dir(staging)?;
-            archive::extract(tar, Compression::None, staging)?;
+            cpython_source::copy_tree(stdlib, staging)?;
             let mut compile = host::host_command(workspace, sources)?;
             compile.arg("bytecode").arg("--command").arg(command).arg("--stdlib").arg(staging);
             compile.arg("--compile-cache").arg(artifacts.join("compiled"));
@@ -936,6 +947,10 @@ fn write_manifest(
             },
             "runtime_library": artifact_entry(&artifacts, &artifacts.join("build").join(variant.name).join(variant.runtime_library))?,
             "pinned_libraries": variant.pinned_libraries(),
+            "source_libraries": match variant.cpython_from_source {
+                true => vec![artifact_entry(&artifacts, &artifacts.join(cpython_source::SHARED_LIBRARY))?],
+                false => Vec::new(),
+            },
             "env": {},
         });
         let SandboxView { mount, env } = sandbox_view(&artifacts, variant);
@@ -989,6 +1004,7 @@ fn write_manifest(
                 "sha256": lock.wheel_for_host()?.sha256,
             },
             "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
+            "source_tarballs": lock.source_tarballs.iter().map(|pin| (pin.file.clone(), json!({ "name": pin.name, "version": pin.version, "sha256": pin.sha256 }))).collect::<BTreeMap<_, _>>(),
             "wasi_toolchain": { "provider": fetched.wasi.provider, "clang": clang_version, "wasi_sdk_pin": lock.wasi_sdk.version },
             "static_wasi_libc": {
                 "package": lock.unpacked_deb(fetch::WASI_LIBC_PACKAGE)?.file,

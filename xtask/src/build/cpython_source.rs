@@ -4,6 +4,8 @@
 //! `target/eryx/python-cpython.core.wasm`, and the standard library it imports,
 //! `target/eryx/cpython-source/lib/python3.14/` (a host preopens it at
 //! `/lib/python3.14`, where the interpreter, configured with prefix `/`, looks for it).
+//! The same objects (position-independent) also make `libpython3.14.so`, the interpreter
+//! the CPython variant's components link (`target/eryx/cpython-source/libpython3.14.so`).
 //!
 //! Cross-compiling CPython needs a Python of the same version on the build machine: it is
 //! built first from the same tarball, for this machine, and used only by the build. Debian's
@@ -30,6 +32,9 @@ pub const STDLIB_DIR: &str = "cpython-source/lib/python3.14";
 
 /// The C libraries, in build order, and the static library each leaves in the prefix.
 const LIBRARIES: &[&str] = &["zlib", "bzip2", "xz", "mpdecimal", "sqlite"];
+/// The static libraries the prefix holds (`lib<name>.a`), as CPython's configure names them
+/// (its `<NAME>_CFLAGS` and `<NAME>_LIBS`) and as its modules link them.
+const PREFIX_LIBRARIES: &[(&str, &str)] = &[("ZLIB", "z"), ("BZIP2", "bz2"), ("LIBLZMA", "lzma"), ("LIBSQLITE3", "sqlite3"), ("LIBMPDEC", "mpdec")];
 
 /// The parts of the standard library a sandboxed command never imports: CPython's own test
 /// suite, the GUI toolkits and their demos, and pip's bootstrap wheels.
@@ -45,11 +50,18 @@ const SHADOW_STACK_BYTES: u32 = 1 << 20;
 /// The headers for native extensions, in `target/eryx/` (`python3.14/` inside).
 pub const INCLUDE_DIR: &str = "cpython-source/include";
 
+/// The interpreter as a shared library, in `target/eryx/`: what the CPython variant's
+/// components link.
+pub const SHARED_LIBRARY: &str = "cpython-source/libpython3.14.so";
+/// Its name in the component (what the other libraries' `needed` entries name).
+pub const SHARED_LIBRARY_NAME: &str = "libpython3.14.so";
+
 /// What the stage made.
 pub struct Built {
     pub core_module: PathBuf,
     pub stdlib: PathBuf,
     pub include: PathBuf,
+    pub shared_library: PathBuf,
 }
 
 /// `_sysconfigdata` without the paths of this machine: the build directory as
@@ -130,13 +142,15 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
         })
     })?;
 
-    // 3. CPython for wasm32-wasip1, statically linked.
+    // 3. CPython for wasm32-wasip1: position-independent objects, linked once statically
+    // (the core module) and once as a shared library (the variant's interpreter).
     let wasi_build = build_dir.join("wasi");
     let config_site = source.join("Tools/wasm/wasi/config.site-wasm32-wasi");
     let mut inputs = Fingerprint::default();
     inputs.text("cpython", &cpython.digest).text("tools", &tools.describe()).file(&native.join("python"))?.file(&recipe)?;
-    inputs.tree(&prefix)?;
-    runner.step("cpython-source: python for wasm32-wasip1", &inputs, &[&wasi_build.join("python.wasm")], || {
+    inputs.tree(&prefix)?.file(&tools.builtins)?;
+    let built_shared = wasi_build.join(SHARED_LIBRARY_NAME);
+    runner.step("cpython-source: python for wasm32-wasip1", &inputs, &[&wasi_build.join("python.wasm"), &built_shared], || {
         in_fresh_dir(&wasi_build, |build| {
             let include = format!("-I{}", prefix.join("include").display());
             let libs = |name: &str| format!("-L{} -l{name}", prefix.join("lib").display());
@@ -150,19 +164,21 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
                 .env("AR", &tools.ar)
                 .env("RANLIB", &tools.ranlib)
                 .env("LDFLAGS", "-Wl,--strip-debug")
-                // Where the sources and the prefix lie is not part of the program.
-                .env("CFLAGS", format!("-ffile-prefix-map={}=/cpython -ffile-prefix-map={}=/prefix", relative_source.display(), prefix.display()))
+                // Position-independent, so a shared library can be made of the same objects;
+                // where the sources and the prefix lie is not part of the program.
+                .env("CFLAGS", format!("-fPIC -ffile-prefix-map={}=/cpython -ffile-prefix-map={}=/prefix", relative_source.display(), prefix.display()))
                 .env("PKG_CONFIG_PATH", "")
                 .env("PKG_CONFIG_LIBDIR", build.join("no-pkg-config"))
                 .current_dir(build);
-            for (module, library) in [("ZLIB", "z"), ("BZIP2", "bz2"), ("LIBLZMA", "lzma"), ("LIBSQLITE3", "sqlite3"), ("LIBMPDEC", "mpdec")] {
+            for (module, library) in PREFIX_LIBRARIES {
                 configure.env(format!("{module}_CFLAGS"), &include).env(format!("{module}_LIBS"), libs(library));
             }
             run_logged(&mut configure, &logs, "wasi configure")?;
             set_shadow_stack(&build.join("Makefile"), SHADOW_STACK_BYTES)?;
             // `sys.version` names the build's date: the pinned one (clang reads
             // `SOURCE_DATE_EPOCH` for `__DATE__` and `__TIME__`; see `build_command`).
-            run_logged(build_command("make").args(["-j", &jobs, "all"]).current_dir(build), &logs, "wasi make")
+            run_logged(build_command("make").args(["-j", &jobs, "all"]).current_dir(build), &logs, "wasi make")?;
+            link_shared_library(build, &prefix, &tools, &logs)
         })
     })?;
 
@@ -170,11 +186,13 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
     let core_module = artifacts.join(CORE_MODULE);
     let stdlib = artifacts.join(STDLIB_DIR);
     let mut inputs = Fingerprint::default();
-    inputs.text("cpython", &cpython.digest).file(&wasi_build.join("python.wasm"))?.file(&recipe)?;
+    inputs.text("cpython", &cpython.digest).file(&wasi_build.join("python.wasm"))?.file(&built_shared)?.file(&recipe)?;
     inputs.text("left out", &STDLIB_LEFT_OUT.join(" ")).tree(&wasi_build.join("build"))?;
     let include = artifacts.join(INCLUDE_DIR);
-    runner.step("cpython-source: core module and stdlib", &inputs, &[&core_module, &stdlib, &include], || {
+    let shared_library = artifacts.join(SHARED_LIBRARY);
+    runner.step("cpython-source: core module and stdlib", &inputs, &[&core_module, &shared_library, &stdlib, &include], || {
         cache::write_atomic(&core_module, &fs::read(wasi_build.join("python.wasm"))?)?;
+        cache::write_atomic(&shared_library, &fs::read(&built_shared)?)?;
         fs::create_dir_all(stdlib.parent().context("the stdlib has a parent")?)?;
         cache::replace_dir_atomically(&stdlib, |staging| {
             copy_stdlib(&source.join("Lib"), staging)?;
@@ -202,7 +220,50 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
             Ok(())
         })
     })?;
-    Ok(Built { core_module, stdlib, include })
+    Ok(Built { core_module, stdlib, include, shared_library })
+}
+
+/// Links `libpython3.14.so` in the configured build directory `build`: the whole of
+/// `libpython3.14.a` (the interpreter and its built-in modules) with the libraries those
+/// modules need (the build's own `MODLIBS`: the prefix's C libraries, HACL*, expat) and
+/// compiler-rt's builtins; wasi-libc and its emulations stay imports, which the component's
+/// `libc.so` and `libwasi-emulated-*.so` answer (its static `libc.a` is not position-independent).
+fn link_shared_library(build: &Path, prefix: &Path, tools: &Tools, logs: &Path) -> Result<()> {
+    let modlibs = build_command("make")
+        .args(["--no-print-directory", "--eval=print-%: ; @echo $($*)", "print-MODLIBS"])
+        .current_dir(build)
+        .output()
+        .context("ask the Makefile for MODLIBS")?;
+    if !modlibs.status.success() {
+        bail!("`make print-MODLIBS` failed in {}: {}", build.display(), String::from_utf8_lossy(&modlibs.stderr));
+    }
+    // libm is part of libc. Nothing else may join: the prefix's libraries (built in an earlier
+    // step) and the build's own archives; never a library the linker would find elsewhere.
+    let modlibs: Vec<String> = String::from_utf8(modlibs.stdout)?.split_whitespace().filter(|word| *word != "-lm").map(str::to_owned).collect();
+    check_modlibs(&modlibs, prefix)?;
+    let mut link = tools.clang_command();
+    link.args(["-nostdlib", "-shared", "-fPIC", "-Wl,--no-entry", "-Wl,--allow-undefined", "-Wl,--strip-debug"])
+        .args(["-o", SHARED_LIBRARY_NAME, "-Wl,--whole-archive", "libpython3.14.a", "-Wl,--no-whole-archive"])
+        .args(&modlibs)
+        .arg(&tools.builtins)
+        .current_dir(build);
+    run_logged(&mut link, logs, "wasi link libpython3.14.so")
+}
+
+/// Refuses a word of CPython's `MODLIBS` that is not the prefix's library folder, one of
+/// [`PREFIX_LIBRARIES`] or an archive the build made in its own `Modules/`: the shared library
+/// links nothing the linker would find elsewhere.
+fn check_modlibs(modlibs: &[String], prefix: &Path) -> Result<()> {
+    let prefix_lib = format!("-L{}", prefix.join("lib").display());
+    for word in modlibs {
+        let known = *word == prefix_lib
+            || PREFIX_LIBRARIES.iter().any(|(_, name)| *word == format!("-l{name}"))
+            || (word.starts_with("Modules/") && word.ends_with(".a") && !word.contains(".."));
+        if !known {
+            bail!("CPython's MODLIBS names `{word}`, which the shared library's recipe does not know (cpython_source.rs: PREFIX_LIBRARIES)");
+        }
+    }
+    Ok(())
 }
 
 /// The C compiler and archivers for wasm32-wasi: the pinned WASI clang, with the pinned
@@ -210,6 +271,9 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
 struct Tools {
     clang: PathBuf,
     sysroot: PathBuf,
+    /// compiler-rt's builtins for wasm32 (Debian's libclang-rt-19-dev-wasm32), which the
+    /// shared library links in (the core module gets them from clang itself).
+    builtins: PathBuf,
     ar: PathBuf,
     ranlib: PathBuf,
     version: String,
@@ -229,7 +293,13 @@ impl Tools {
                 bail!("{} is missing beside {}; install the LLVM tools of the WASI toolchain (`cargo xtask doctor`)", tool.display(), clang.display());
             }
         }
+        let builtins = Command::new(&clang).args(["--target=wasm32-wasi", "-print-libgcc-file-name"]).output().context("ask clang for compiler-rt's builtins")?;
+        let builtins = PathBuf::from(String::from_utf8(builtins.stdout)?.trim());
+        if !builtins.is_file() {
+            bail!("compiler-rt's builtins for wasm32 are not at {}; install the pinned libclang-rt-19-dev-wasm32 (`cargo xtask doctor`)", builtins.display());
+        }
         Ok(Tools {
+            builtins,
             sysroot: fetched.wasi_libc.root.join("usr"),
             version: clang_version.to_owned(),
             wasi_libc: fetched.wasi_libc.digest.clone(),
@@ -239,10 +309,22 @@ impl Tools {
         })
     }
 
-    /// `CC` for wasm32-wasi: clang's `wasm32-wasi` triple finds wasi-libc's multiarch
-    /// headers and compiler-rt's builtins where Debian keeps them.
+    /// clang's target and sysroot for wasm32-wasi: the `wasm32-wasi` triple finds wasi-libc's
+    /// multiarch headers and compiler-rt's builtins where Debian keeps them.
+    fn target_args(&self) -> [String; 2] {
+        ["--target=wasm32-wasi".to_owned(), format!("--sysroot={}", self.sysroot.display())]
+    }
+
+    /// `CC` for wasm32-wasi, as one word list for configure scripts and makefiles.
     fn cc(&self) -> String {
-        format!("{} --target=wasm32-wasi --sysroot={}", self.clang.display(), self.sysroot.display())
+        format!("{} {}", self.clang.display(), self.target_args().join(" "))
+    }
+
+    /// clang for wasm32-wasi, run by the build itself.
+    fn clang_command(&self) -> Command {
+        let mut command = build_command(&self.clang);
+        command.args(self.target_args());
+        command
     }
 
     fn describe(&self) -> String {
@@ -336,9 +418,8 @@ fn build_library(name: &str, work: &Path, prefix: &Path, tools: &Tools, jobs: &s
             logged(build_command(work.join("configure")).current_dir(&generate), "configure (amalgamation)")?;
             logged(build_command("make").arg("sqlite3.c").current_dir(&generate), "make sqlite3.c")?;
             let object = work.join("sqlite3.o");
-            let mut compile = build_command(&tools.clang);
+            let mut compile = tools.clang_command();
             compile
-                .args(["--target=wasm32-wasi", &format!("--sysroot={}", tools.sysroot.display())])
                 .args(LIBRARY_CFLAGS.split(' '))
                 .args(["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-DSQLITE_OMIT_WAL", "-DSQLITE_OMIT_SHARED_CACHE", "-c"])
                 .arg(generate.join("sqlite3.c"))
@@ -431,7 +512,7 @@ fn tool_version(tool: &str) -> Result<String> {
 /// pinned stamp: the unpacked tree keeps no order of modification times, and autotools'
 /// makefiles would take a `configure.ac` that looks newer than `aclocal.m4` for an edit and
 /// regenerate the build system.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to.parent().context("a tree has a parent")?)?;
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().context("run cp")?;
     if !status.success() {
@@ -472,6 +553,17 @@ fn copy_stdlib(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_modlibs_word_the_recipe_does_not_know_is_refused() {
+        let prefix = Path::new("/b/prefix");
+        let words = |list: &[&str]| list.iter().map(|word| word.to_string()).collect::<Vec<_>>();
+        check_modlibs(&words(&["-L/b/prefix/lib", "-lz", "-lsqlite3", "Modules/expat/libexpat.a"]), prefix).unwrap();
+        for hostile in ["-lssl", "-L/usr/lib/wasm32-wasi", "/usr/lib/wasm32-wasi/libc.a", "Modules/../../libc.a", "-Wl,--export-all", "-lz.a"] {
+            let error = check_modlibs(&words(&["-lz", hostile]), prefix).unwrap_err().to_string();
+            assert!(error.contains(hostile), "{hostile}: {error}");
+        }
+    }
 
     #[test]
     fn sysconfig_data_names_no_path_of_the_machine() {

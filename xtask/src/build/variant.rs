@@ -1,6 +1,6 @@
-//! The guests, as data. A variant names its guest crate, the C stubs it needs, the pinned
-//! libraries that join its link and whether it mounts the CPython standard library; one
-//! pipeline (`build_runtime`) builds any of them.
+//! The guests, as data. A variant names its guest crate, the C stubs it needs, the
+//! libraries that join its link and whether its interpreter is CPython built from source (whose
+//! standard library it mounts); one pipeline (`build_runtime`) builds any of them.
 
 pub struct Variant {
     pub name: &'static str,
@@ -17,11 +17,10 @@ pub struct Variant {
     pub stub_exports: &'static [&'static str],
     /// The shared library the guest becomes; also the wit-dylib interpreter name.
     pub runtime_library: &'static str,
-    /// Pinned CPython-set members that join the component after [`WASI_LIBRARIES`], in
-    /// link-priority order.
-    pub extra_libraries: &'static [&'static str],
-    /// Whether the host mounts the CPython stdlib read-only at `/python-stdlib`.
-    pub mounts_stdlib: bool,
+    /// Whether the variant is CPython built here from pinned source
+    /// (`build/cpython_source.rs`): its `libpython3.14.so` joins the component after the
+    /// pinned C runtime, and the host mounts its stdlib read-only at `/python-stdlib`.
+    pub cpython_from_source: bool,
     /// The sandbox component: pre-initialised, the default artifact. The linked component
     /// before pre-initialisation is [`Variant::plain_component`], its precompiled form
     /// [`Variant::precompiled`].
@@ -37,7 +36,7 @@ pub struct Variant {
     /// The command as a preview1 core module (`wasm32-wasip1`, exporting `_start`): the guest
     /// staticlib and the stubs statically linked with the pinned wasi-libc, for hosts that
     /// load no components (Node's `node:wasi`, browser shims). Only a guest whose staticlib
-    /// holds the whole interpreter has one (CPython's comes as shared libraries).
+    /// holds the whole interpreter has one (CPython's is made by `cpython_source.rs`).
     pub core_module: Option<&'static str>,
 }
 
@@ -85,11 +84,12 @@ pub const CPYTHON: Variant = Variant {
     guest_package: "eryx-wasm-runtime",
     guest_sources: &[ABI_SOURCES, GUEST_WORKSPACE_MANIFEST, GUEST_LOCK, "crates/eryx-wasm-runtime"],
     guest_build_env: &[],
-    c_stubs: &["crates/eryx-wasm-runtime/clock_stubs.c"],
-    stub_exports: &["_CLOCK_PROCESS_CPUTIME_ID", "_CLOCK_THREAD_CPUTIME_ID"],
+    // CPython built here against the pinned wasi-libc's headers needs none (it reads the CPU
+    // clocks through the emulation library).
+    c_stubs: &[],
+    stub_exports: &[],
     runtime_library: "liberyx_runtime.so",
-    extra_libraries: &["libc++abi.so", "libc++.so", "libpython3.14.so"],
-    mounts_stdlib: true,
+    cpython_from_source: true,
     component: "runtime-cpython.wasm",
     preinit_imports: PREINIT_IMPORTS,
     // wit-component's default. CPython's recursion checks keep its C frames within it (deep
@@ -120,8 +120,7 @@ pub const RUSTPYTHON: Variant = Variant {
     // Used by the runtime library itself; no other library needs it.
     stub_exports: &[],
     runtime_library: "liberyx_rustpython.so",
-    extra_libraries: &[],
-    mounts_stdlib: false,
+    cpython_from_source: false,
     component: "runtime-rustpython.wasm",
     preinit_imports: PREINIT_IMPORTS,
     // RustPython's depth limits (marshal's 2000 levels, the recursion limit) count levels,
@@ -152,9 +151,10 @@ pub fn by_name(name: &str) -> anyhow::Result<&'static Variant> {
 }
 
 impl Variant {
-    /// Every pinned library of the component, in link-priority order.
+    /// Every pinned library of the component, in link-priority order: the C runtime, the same
+    /// for every variant (the CPython variant's interpreter, built here, joins after it).
     pub fn pinned_libraries(&self) -> Vec<&'static str> {
-        WASI_LIBRARIES.iter().chain(self.extra_libraries).copied().collect()
+        WASI_LIBRARIES.to_vec()
     }
 
     /// The sandbox component as linked, before pre-initialisation.

@@ -6,9 +6,9 @@
 //! target/dist/python-rustpython.core.wasm                      the same as a preview1 module
 //! target/dist/python-stdlib.tar.zst                            the CPython stdlib
 //! target/dist/python-cpython.core.wasm                         CPython built from pinned
-//!                                  source, a preview1 module; its stdlib (unpacked at
-//!                                  /lib/python3.14) and the headers native extensions
-//!                                  compile against: python-cpython-source-{stdlib,include}.tar.zst
+//!                                  source, a preview1 module (python-stdlib.tar.zst unpacked
+//!                                  at /lib/python3.14 is its stdlib); the headers native
+//!                                  extensions compile against: python-cpython-source-include.tar.zst
 //! target/dist/manifest.json        every artifact and every input's digest
 //! target/dist/sbom.cdx.json        CycloneDX SBOM (reproducible)
 //! target/dist/SHA256SUMS           `sha256sum -c SHA256SUMS` checks everything here
@@ -108,19 +108,16 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
         let stdlib = "python-stdlib.tar.zst";
         fs::copy(artifacts.join(stdlib), contents.join(stdlib)).context("copy the stdlib archive")?;
         shipped.push(stdlib.to_owned());
-        // CPython built from pinned source: its core module, its stdlib and its headers.
+        // CPython built from pinned source: its core module (it preopens the stdlib above at
+        // `/lib/python3.14`) and its headers.
         let module = cpython_source::CORE_MODULE;
         let bytes = fs::read(artifacts.join(module)).with_context(|| format!("read {module}"))?;
         eryx_interface::check_core_command(&bytes, module)?;
         fs::write(contents.join(module), &bytes)?;
         shipped.push(module.to_owned());
-        for (directory, top, packed) in [
-            (cpython_source::STDLIB_DIR, "python3.14", "python-cpython-source-stdlib.tar.zst"),
-            (cpython_source::INCLUDE_DIR, "include", "python-cpython-source-include.tar.zst"),
-        ] {
-            archive::pack_deterministic(&artifacts.join(directory), top, &contents.join(packed))?;
-            shipped.push(packed.to_owned());
-        }
+        let packed = "python-cpython-source-include.tar.zst";
+        archive::pack_deterministic(&artifacts.join(cpython_source::INCLUDE_DIR), "include", &contents.join(packed))?;
+        shipped.push(packed.to_owned());
 
         let build_manifest: serde_json::Value = serde_json::from_slice(&fs::read(&build_manifest_path)?)
             .with_context(|| format!("parse {}", build_manifest_path.display()))?;
@@ -147,6 +144,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
                 "toolchain": toolchain.iter().map(|(name, version)| (name.to_string(), version.clone())).collect::<BTreeMap<_, _>>(),
                 "cpython_wheel": { "file": lock.wheel_for_host()?.filename, "sha256": lock.wheel_for_host()?.sha256 },
                 "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
+                "source_tarballs": lock.source_tarballs.iter().map(|pin| (pin.file.clone(), json!({ "name": pin.name, "version": pin.version, "sha256": pin.sha256 }))).collect::<BTreeMap<_, _>>(),
                 "debian_debs": lock.debian_debs.iter().map(|deb| (deb.file.clone(), deb.sha256.clone())).collect::<BTreeMap<_, _>>(),
                 "unpacked_debs": lock.unpacked_debs.iter().map(|deb| (deb.file.clone(), json!({ "suite": deb.suite, "sha256": deb.sha256 }))).collect::<BTreeMap<_, _>>(),
                 "patched_crates": lock.patched_crates.iter().map(|patched| (format!("{}-{}", patched.name, patched.version), json!({

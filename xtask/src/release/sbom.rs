@@ -1,7 +1,8 @@
 //! A CycloneDX 1.5 SBOM of what the release bundle is made of: the guest workspace's crates
-//! (from `crates/Cargo.lock`, with their registry checksums and dependency edges), the pinned
-//! CPython set and its wheel, and the toolchain that built them (scope `excluded`: it is not
-//! inside the artifacts). It is reproducible: the timestamp is the build's fixed
+//! (from `crates/Cargo.lock`, with their registry checksums and dependency edges), the source
+//! tarballs CPython is built from, the pinned C runtime and its wheel, and the toolchain that
+//! built them (scope `excluded`: it is not inside the artifacts, but for compiler-rt's builtins,
+//! which are). It is reproducible: the timestamp is the build's fixed
 //! `SOURCE_DATE_EPOCH` and the serial number is derived from the document's own content.
 
 use std::collections::BTreeMap;
@@ -97,16 +98,16 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
         "version": lock.cpython.wheel_version,
         "purl": wheel_purl,
         "scope": "required",
-        "description": format!("the wheel {} that carries the CPython {} set built for WASI", wheel.filename, lock.cpython.python_version),
+        "description": format!("the wheel {} that carries the WASI C runtime the components link", wheel.filename),
         "hashes": [{ "alg": "SHA-256", "content": wheel.sha256 }],
     }));
     for member in &lock.cpython.members {
         let bom_ref = format!("{wheel_purl}#{}", member.name);
         components.push(json!({
-            "type": if member.name.ends_with(".tar") { "data" } else { "library" },
+            "type": "library",
             "bom-ref": bom_ref,
             "name": member.name,
-            "version": lock.cpython.python_version,
+            "version": lock.cpython.wheel_version,
             "scope": "required",
             "description": format!("taken from {}", wheel.filename),
             "hashes": [{ "alg": "SHA-256", "content": member.sha256 }],
@@ -126,15 +127,21 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
         })
     };
     for pin in &lock.debian_debs {
-        let description = "build toolchain (not inside the artifacts)".to_owned();
-        components.push(deb(&pin.package, &pin.version, &pin.sha256, ("application", "excluded"), description));
+        // compiler-rt's builtins are linked into libpython3.14.so and the core modules.
+        let inside = pin.package.starts_with("libclang-rt-");
+        let (kind, description) = match inside {
+            true => (("library", "required"), "compiler-rt's builtins, linked into the interpreter and the core modules".to_owned()),
+            false => (("application", "excluded"), "build toolchain (not inside the artifacts)".to_owned()),
+        };
+        components.push(deb(&pin.package, &pin.version, &pin.sha256, kind, description));
     }
     // Linked into the core module: inside the artifacts.
     for pin in &lock.unpacked_debs {
         let description = format!("Debian's `{}` package, its static libraries linked into the core module", pin.suite);
         components.push(deb(&pin.package, &pin.version, &pin.sha256, ("library", "required"), description));
     }
-    // Upstream sources compiled into the core module of CPython built from source.
+    // Upstream sources compiled into CPython built from source: the CPython variant's
+    // interpreter and the core module.
     for pin in &lock.source_tarballs {
         let purl = format!("pkg:generic/{}@{}", pin.name, pin.version);
         components.push(json!({
@@ -144,7 +151,7 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
             "version": pin.version,
             "purl": purl,
             "scope": "required",
-            "description": format!("the source of {} {} as Debian's archive keeps it ({}), compiled into {}", pin.name, pin.version, pin.file, crate::build::cpython_source::CORE_MODULE),
+            "description": format!("the source of {} {} as Debian's archive keeps it ({}), compiled into {} and {}", pin.name, pin.version, pin.file, crate::build::cpython_source::SHARED_LIBRARY_NAME, crate::build::cpython_source::CORE_MODULE),
             "licenses": [{ "expression": pin.license }],
             "hashes": [{ "alg": "SHA-256", "content": pin.sha256 }],
         }));
@@ -235,7 +242,7 @@ mod tests {
         let serial = first["serialNumber"].as_str().unwrap();
         assert_eq!(serial.len(), "urn:uuid:".len() + 36, "{serial}");
         let names: Vec<&str> = first["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        for expected in ["rustpython-vm", "pyo3-ffi", "libpython3.14.so", "componentize-py", "rustc-web", "wasi-libc"] {
+        for expected in ["rustpython-vm", "pyo3-ffi", "libc.so", "cpython", "componentize-py", "rustc-web", "wasi-libc"] {
             assert!(names.contains(&expected), "{expected} is missing from the SBOM");
         }
         let other = build("eryx-runtimes", "0.2.0", &lock, &cargo_lock, &toolchain, &[]).unwrap();

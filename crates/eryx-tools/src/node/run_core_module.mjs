@@ -30,6 +30,13 @@ parentPort.postMessage(globalThis.eryxWasi.start(instance));
 const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(program)}`), {
   workerData: spec,
   resourceLimits: { stackSizeMb: spec.stackMiB },
+  // The worker's own JS streams are not piped into this thread's `process.stdout` and
+  // `process.stderr`, so they are never made: making them puts the descriptors they wrap,
+  // the ones `node:wasi` writes to, in non-blocking mode. A write to a full pipe then reached
+  // the program as EAGAIN (`BlockingIOError`, or status 120 from CPython's exit-time flush)
+  // where python3 waits for the reader.
+  stdout: true,
+  stderr: true,
 });
 worker.on('message', (status) => {
   process.exitCode = status;
