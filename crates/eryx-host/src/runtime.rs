@@ -159,6 +159,10 @@ struct WarmState {
     stalled: bool,
 }
 
+/// The epoch ticks a new instance's preparation ([`Fresh::prepare`]) may take: a few
+/// milliseconds of work, given a second on a loaded machine.
+const PREPARE_TICKS: u64 = 100;
+
 /// A fresh instance: its store, its bindings, the tail of its own stderr and the capture of
 /// its output.
 pub(crate) struct Fresh {
@@ -270,7 +274,15 @@ impl Blueprint {
             // The stores hold no caller's code (their callbacks were taken out when they were
             // retired); a panic while dropping one is contained to it.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(retired)));
-            let made = if wanted { Some(tasks.block_on(self.instantiate(Arc::new(Callbacks::new())))) } else { None };
+            let made = if wanted {
+                Some(tasks.block_on(async {
+                    let mut fresh = self.instantiate(Arc::new(Callbacks::new())).await?;
+                    fresh.prepare().await?;
+                    Ok::<_, anyhow::Error>(fresh)
+                }))
+            } else {
+                None
+            };
             // An instance no longer wanted (the target was lowered meanwhile) is dropped before
             // the work counts as finished: a caller waiting for a slot retries only then.
             let surplus = {
@@ -327,6 +339,29 @@ impl Blueprint {
 }
 
 impl Fresh {
+    /// The runtime's own first steps in a new instance, taken off the callers' path by the
+    /// warm-up thread: an empty `execute` (which renews the random seed the snapshot holds and
+    /// writes where a first execute writes, so the pages of the snapshot it touches are copied
+    /// now rather than on a caller's first request), then `clear-state`, which puts `__main__`,
+    /// the execute count and the callbacks back as they were (the callbacks are installed for
+    /// the caller who takes the instance, on its first execute). No caller's code runs here:
+    /// the instance is still one that never ran user code, and its output, empty, is dropped.
+    async fn prepare(&mut self) -> Result<()> {
+        self.store.set_epoch_deadline(PREPARE_TICKS);
+        if self.store.get_fuel().is_ok() {
+            // Fuel counts a caller's calls: each of them sets its own budget first.
+            self.store.set_fuel(u64::MAX)?;
+        }
+        let instance = &self.instance;
+        let options = bindings::ExecuteOptions { trace: false };
+        let executed = self.store.run_concurrent(async |accessor| instance.call_execute(accessor, String::new(), options).await).await??;
+        executed.map_err(|error| anyhow::anyhow!("the runtime's empty execute failed in a new instance: {error}"))?;
+        let cleared = instance.call_clear_state(&mut self.store).await?;
+        cleared.map_err(|error| anyhow::anyhow!("clear-state failed in a new instance: {error}"))?;
+        self.output.finish();
+        Ok(())
+    }
+
     /// The instance with the callbacks of the caller who takes it (it was made with none).
     fn with_callbacks(mut self, callbacks: Arc<Callbacks>) -> Fresh {
         self.store.data_mut().set_callbacks(callbacks);

@@ -113,6 +113,33 @@ fn warm_sandboxes_take_their_callers_callbacks_and_start_fresh() {
     }
 }
 
+/// A warm instance ran the runtime's own first steps ahead of time (an empty execute and a
+/// clear, on the warm-up thread); what its caller sees is what a sandbox instantiated on the
+/// caller's thread shows: the same globals, modules and first traceback, and random numbers
+/// of its own.
+#[test]
+fn a_warm_sandbox_looks_like_one_made_on_request() {
+    let Some(manifest) = manifest() else { return };
+    let seen = "import sys\nprint(sorted(globals()), sorted(sys.modules), invoke.__name__, callable(add))";
+    for variant in manifest.variants.values() {
+        let runtime = Runtime::new(variant.clone(), Limits::default(), &manifest.compile_cache_dir()).unwrap();
+        let mut views = Vec::new();
+        let mut draws = Vec::new();
+        for warm in [0, 2] {
+            runtime.keep_warm(warm);
+            assert!(runtime.wait_warm(std::time::Duration::from_secs(60)), "{}: the warm instances were made", variant.name);
+            let mut sandbox = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+            let traceback = sandbox.execute("x = 1\n1 / 0").unwrap_err().to_string();
+            views.push((traceback, print_of(&mut sandbox, seen)));
+            draws.push(print_of(&mut sandbox, "import random; print(random.random())"));
+        }
+        assert_eq!(views[0], views[1], "{}: a warm sandbox differs from one made on request", variant.name);
+        assert!(views[1].0.contains("ZeroDivisionError"), "{}: {}", variant.name, views[1].0);
+        let mut other = runtime.sandbox(Arc::new(Callbacks::standard())).unwrap();
+        assert_ne!(print_of(&mut other, "import random; print(random.random())"), draws[1], "{}: two warm sandboxes drew alike", variant.name);
+    }
+}
+
 /// A precompiled artifact whose bytes are not the manifest's is not loaded; the runtime
 /// compiles the component instead and works.
 #[test]

@@ -813,6 +813,9 @@ fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, stdl
             // The copy makes its directory itself.
             fs::remove_dir(staging)?;
             cpython_source::copy_tree(stdlib, staging)?;
+            // Bytecode an interpreter wrote into the source folder (a run that preopened it
+            // writable) is not the build's: only the bytecode compiled next is shipped.
+            remove_bytecode_caches(staging)?;
             let mut compile = host::host_command(workspace, sources)?;
             compile.arg("bytecode").arg("--command").arg(command).arg("--stdlib").arg(staging);
             compile.arg("--compile-cache").arg(artifacts.join("compiled"));
@@ -820,6 +823,21 @@ fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, stdl
         })?;
         archive::pack_deterministic(&directory, ".", &packed)
     })?;
+    Ok(())
+}
+
+/// Removes every `__pycache__` folder under `directory`.
+fn remove_bytecode_caches(directory: &Path) -> Result<()> {
+    for entry in fs::read_dir(directory).with_context(|| format!("read {}", directory.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() == "__pycache__" {
+                fs::remove_dir_all(entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
+            } else {
+                remove_bytecode_caches(&entry.path())?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1022,4 +1040,26 @@ fn write_manifest(
         bail!("the manifest was not written");
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytecode a run wrote into the source stdlib (a writable preopen) never reaches the
+    /// shipped one: the step's copy drops every `__pycache__`, at any depth, and keeps the rest.
+    #[test]
+    fn bytecode_written_into_the_source_stdlib_is_not_copied() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        for folder in ["__pycache__", "json/__pycache__", "json/nested"] {
+            fs::create_dir_all(root.join(folder)).unwrap();
+        }
+        for file in ["os.py", "__pycache__/os.cpython-314.pyc", "json/__init__.py", "json/__pycache__/__init__.cpython-314.pyc", "json/nested/x.py"] {
+            fs::write(root.join(file), b"x").unwrap();
+        }
+        remove_bytecode_caches(root).unwrap();
+        assert!(!root.join("__pycache__").exists() && !root.join("json/__pycache__").exists());
+        assert!(root.join("os.py").is_file() && root.join("json/__init__.py").is_file() && root.join("json/nested/x.py").is_file());
+    }
 }

@@ -31,10 +31,15 @@ pub const CORE_MODULE: &str = "python-cpython.core.wasm";
 pub const STDLIB_DIR: &str = "cpython-source/lib/python3.14";
 
 /// The C libraries, in build order, and the static library each leaves in the prefix.
-const LIBRARIES: &[&str] = &["zlib", "bzip2", "xz", "mpdecimal", "sqlite"];
+const LIBRARIES: &[&str] = &["zlib", "bzip2", "xz", "mpdecimal", "sqlite", "openssl"];
 /// The static libraries the prefix holds (`lib<name>.a`), as CPython's configure names them
 /// (its `<NAME>_CFLAGS` and `<NAME>_LIBS`) and as its modules link them.
 const PREFIX_LIBRARIES: &[(&str, &str)] = &[("ZLIB", "z"), ("BZIP2", "bz2"), ("LIBLZMA", "lzma"), ("LIBSQLITE3", "sqlite3"), ("LIBMPDEC", "mpdec")];
+/// OpenSSL's crypto library, which `_hashlib` links (`hashlib.pbkdf2_hmac`, `scrypt`, and
+/// OpenSSL's digests); configure finds it with `--with-openssl=<prefix>`. Its `libssl` is
+/// built only because configure's OpenSSL check links it: `_ssl` needs sockets, which WASI
+/// preview 1 has not, and is left out.
+const OPENSSL_CRYPTO: &str = "crypto";
 
 /// The parts of the standard library a sandboxed command never imports: CPython's own test
 /// suite, the GUI toolkits and their demos, and pip's bootstrap wheels.
@@ -158,6 +163,8 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, fetched: &
             configure
                 .args(["--host=wasm32-wasip1", "--build=x86_64-pc-linux-gnu", "--prefix=/", "--with-system-libmpdec", "--disable-test-modules"])
                 .arg(format!("--with-build-python={}", native.join("python").display()))
+                .arg(format!("--with-openssl={}", prefix.display()))
+                .env("py_cv_module__ssl", "n/a")
                 .env("CONFIG_SITE", &config_site)
                 .env("CC", tools.cc())
                 .env("CPP", format!("{} -E", tools.cc()))
@@ -251,13 +258,13 @@ fn link_shared_library(build: &Path, prefix: &Path, tools: &Tools, logs: &Path) 
 }
 
 /// Refuses a word of CPython's `MODLIBS` that is not the prefix's library folder, one of
-/// [`PREFIX_LIBRARIES`] or an archive the build made in its own `Modules/`: the shared library
+/// [`PREFIX_LIBRARIES`], OpenSSL's crypto library ([`OPENSSL_CRYPTO`]) or an archive the build made in its own `Modules/`: the shared library
 /// links nothing the linker would find elsewhere.
 fn check_modlibs(modlibs: &[String], prefix: &Path) -> Result<()> {
     let prefix_lib = format!("-L{}", prefix.join("lib").display());
     for word in modlibs {
         let known = *word == prefix_lib
-            || PREFIX_LIBRARIES.iter().any(|(_, name)| *word == format!("-l{name}"))
+            || PREFIX_LIBRARIES.iter().map(|(_, name)| *name).chain([OPENSSL_CRYPTO]).any(|name| *word == format!("-l{name}"))
             || (word.starts_with("Modules/") && word.ends_with(".a") && !word.contains(".."));
         if !known {
             bail!("CPython's MODLIBS names `{word}`, which the shared library's recipe does not know (cpython_source.rs: PREFIX_LIBRARIES)");
@@ -335,6 +342,40 @@ impl Tools {
 /// The flags every C library is compiled with: optimised, position-independent (so a shared
 /// libpython can take them later), with wasi-libc's emulations CPython links anyway.
 const LIBRARY_CFLAGS: &str = "-O2 -fPIC -D_WASI_EMULATED_SIGNAL -D_WASI_EMULATED_MMAN -D_WASI_EMULATED_GETPID -D_WASI_EMULATED_PROCESS_CLOCKS";
+
+/// OpenSSL's build target for wasm32-wasi (a `Configure --config` file; the compiler and its
+/// flags come from `CC` and `CFLAGS`).
+const OPENSSL_TARGET: &str = r#"my %targets = (
+    "eryx-wasm32-wasi" => {
+        inherit_from => [ "BASE_unix" ],
+        bn_ops => "BN_LLONG RC4_CHAR",
+        thread_scheme => "pthreads",
+        dso_scheme => "none",
+    },
+);
+"#;
+
+/// OpenSSL's features for the sandbox: see the recipe in [`build_library`].
+const OPENSSL_OPTIONS: &[&str] = &[
+    "no-asm",
+    "no-shared",
+    "no-module",
+    "no-dso",
+    "no-engine",
+    "no-sock",
+    "no-ui-console",
+    "no-afalgeng",
+    "no-async",
+    "no-secure-memory",
+    "no-autoload-config",
+    // Its own thread pool (and QUIC, which uses it) starts threads, which a single-threaded
+    // wasi-libc cannot.
+    "no-thread-pool",
+    "no-quic",
+    "no-tests",
+    "no-apps",
+    "no-docs",
+];
 
 /// Builds one C library in `work` (a copy of its source) and installs its static library and
 /// headers into `prefix`.
@@ -432,6 +473,31 @@ fn build_library(name: &str, work: &Path, prefix: &Path, tools: &Tools, jobs: &s
             logged(&mut archive, "llvm-ar")?;
             fs::copy(generate.join("sqlite3.h"), prefix.join("include/sqlite3.h"))?;
             Ok(())
+        }
+        "openssl" => {
+            // A target of our own (OpenSSL knows none for WASI): 32-bit C, no assembly, POSIX
+            // threads, which wasi-libc answers single-threaded (CPython's `_hashlib` requires
+            // an OpenSSL built with locking; nothing starts a thread). Nothing that needs what WASI preview 1 has not
+            // (sockets, `dlopen`, a terminal, `mmap`'s secure heap), no configuration file
+            // read at start, no engines or loadable providers.
+            fs::write(work.join("eryx-wasm32-wasi.conf"), OPENSSL_TARGET)?;
+            // `compiler_flags` (`OpenSSL_version`) holds the compile command: the sysroot is
+            // named by a relative link, so no path of this machine is compiled in.
+            std::os::unix::fs::symlink(&tools.sysroot, work.join("wasi-sysroot")).context("link the sysroot into OpenSSL's tree")?;
+            let mut configure = build_command("perl");
+            configure
+                .args(["Configure", "--config=eryx-wasm32-wasi.conf", "eryx-wasm32-wasi"])
+                .args(OPENSSL_OPTIONS)
+                .env("CC", format!("{} --target=wasm32-wasi --sysroot=wasi-sysroot", tools.clang.display()))
+                .env("AR", &tools.ar)
+                .env("RANLIB", &tools.ranlib)
+                .env("CFLAGS", LIBRARY_CFLAGS)
+                .current_dir(work);
+            logged(&mut configure, "configure")?;
+            make(&["build_generated"])?;
+            make(&["libcrypto.a", "libssl.a"])?;
+            install(&[("libcrypto.a", "lib/libcrypto.a"), ("libssl.a", "lib/libssl.a")])?;
+            copy_tree(&work.join("include/openssl"), &prefix.join("include/openssl"))
         }
         other => bail!("no recipe for the C library `{other}`"),
     }
@@ -558,7 +624,7 @@ mod tests {
     fn a_modlibs_word_the_recipe_does_not_know_is_refused() {
         let prefix = Path::new("/b/prefix");
         let words = |list: &[&str]| list.iter().map(|word| word.to_string()).collect::<Vec<_>>();
-        check_modlibs(&words(&["-L/b/prefix/lib", "-lz", "-lsqlite3", "Modules/expat/libexpat.a"]), prefix).unwrap();
+        check_modlibs(&words(&["-L/b/prefix/lib", "-lz", "-lsqlite3", "-lcrypto", "Modules/expat/libexpat.a"]), prefix).unwrap();
         for hostile in ["-lssl", "-L/usr/lib/wasm32-wasi", "/usr/lib/wasm32-wasi/libc.a", "Modules/../../libc.a", "-Wl,--export-all", "-lz.a"] {
             let error = check_modlibs(&words(&["-lz", hostile]), prefix).unwrap_err().to_string();
             assert!(error.contains(hostile), "{hostile}: {error}");

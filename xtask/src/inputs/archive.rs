@@ -181,9 +181,14 @@ fn unpack(reader: impl Read, staging: &Path) -> Result<()> {
     let mut count = 0usize;
     for entry in entries {
         let mut entry = entry.context("read an archive entry (the archive may be truncated)")?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            // Metadata for the entries after it (`git archive` writes the commit there), not a
+            // file: nothing to write.
+            continue;
+        }
         let raw_path = entry.path()?.into_owned();
         let relative = checked_relative(&raw_path)?;
-        let kind = entry.header().entry_type();
         if fs::symlink_metadata(staging.join(&relative)).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
             bail!("archive entry `{}` would replace a link written before it; refusing the archive", raw_path.display());
         }
@@ -409,6 +414,20 @@ mod tests {
         let (directory, result) = extract_bytes(&bytes);
         result.unwrap();
         assert_eq!(fs::read(directory.path().join("out/dir/file.txt")).unwrap(), b"hi");
+    }
+
+    /// A `git archive` tarball (OpenSSL's release) starts with a pax global header: read as
+    /// metadata, never written as a file.
+    #[test]
+    fn a_pax_global_header_is_not_a_file() {
+        let bytes = tar_with(&[
+            ("pax_global_header", tar::EntryType::XGlobalHeader, None, b"52 comment=8cf17aaeb4599f8af87fefd810b5b5fee90fe69e\n"),
+            ("dir/file.txt", tar::EntryType::Regular, None, b"hi"),
+        ]);
+        let (directory, result) = extract_bytes(&bytes);
+        result.unwrap();
+        assert_eq!(fs::read(directory.path().join("out/dir/file.txt")).unwrap(), b"hi");
+        assert!(!directory.path().join("out/pax_global_header").exists());
     }
 
     #[test]
