@@ -685,6 +685,12 @@ fn embed_entry_world(library: &mut Vec<u8>, adapter: &[u8]) -> Result<()> {
 }
 
 /// The preview1 command adapter, checked against its pin.
+/// The source tarballs, as the build manifest and the release manifest name them among
+/// their inputs: file → name, version and sha256.
+pub fn source_tarball_inputs(lock: &crate::inputs::lock::Lock) -> BTreeMap<String, serde_json::Value> {
+    lock.source_tarballs.iter().map(|pin| (pin.file.clone(), json!({ "name": pin.name, "version": pin.version, "sha256": pin.sha256 }))).collect()
+}
+
 fn command_adapter(lock: &crate::inputs::lock::Lock) -> Result<&'static [u8]> {
     let bytes = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let pin = &lock.command_adapter;
@@ -810,12 +816,10 @@ fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, stdl
     }
     runner.step("stdlib: copy, compile bytecode and pack", &inputs, &[&directory, &packed], || {
         cache::replace_dir_atomically(&directory, |staging| {
-            // The copy makes its directory itself.
-            fs::remove_dir(staging)?;
-            cpython_source::copy_tree(stdlib, staging)?;
-            // Bytecode an interpreter wrote into the source folder (a run that preopened it
-            // writable) is not the build's: only the bytecode compiled next is shipped.
-            remove_bytecode_caches(staging)?;
+            // Without any `__pycache__`: bytecode an interpreter wrote into the source folder
+            // (a run that preopened it writable) is not the build's; only the bytecode
+            // compiled next is shipped.
+            cpython_source::copy_stdlib(stdlib, staging)?;
             let mut compile = host::host_command(workspace, sources)?;
             compile.arg("bytecode").arg("--command").arg(command).arg("--stdlib").arg(staging);
             compile.arg("--compile-cache").arg(artifacts.join("compiled"));
@@ -823,21 +827,6 @@ fn build_stdlib(workspace: &Workspace, sources: &Sources, artifacts: &Path, stdl
         })?;
         archive::pack_deterministic(&directory, ".", &packed)
     })?;
-    Ok(())
-}
-
-/// Removes every `__pycache__` folder under `directory`.
-fn remove_bytecode_caches(directory: &Path) -> Result<()> {
-    for entry in fs::read_dir(directory).with_context(|| format!("read {}", directory.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            if entry.file_name() == "__pycache__" {
-                fs::remove_dir_all(entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
-            } else {
-                remove_bytecode_caches(&entry.path())?;
-            }
-        }
-    }
     Ok(())
 }
 
@@ -1022,7 +1011,7 @@ fn write_manifest(
                 "sha256": lock.wheel_for_host()?.sha256,
             },
             "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
-            "source_tarballs": lock.source_tarballs.iter().map(|pin| (pin.file.clone(), json!({ "name": pin.name, "version": pin.version, "sha256": pin.sha256 }))).collect::<BTreeMap<_, _>>(),
+            "source_tarballs": source_tarball_inputs(lock),
             "wasi_toolchain": { "provider": fetched.wasi.provider, "clang": clang_version, "wasi_sdk_pin": lock.wasi_sdk.version },
             "static_wasi_libc": {
                 "package": lock.unpacked_deb(fetch::WASI_LIBC_PACKAGE)?.file,
@@ -1040,26 +1029,4 @@ fn write_manifest(
         bail!("the manifest was not written");
     }
     Ok(path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bytecode a run wrote into the source stdlib (a writable preopen) never reaches the
-    /// shipped one: the step's copy drops every `__pycache__`, at any depth, and keeps the rest.
-    #[test]
-    fn bytecode_written_into_the_source_stdlib_is_not_copied() {
-        let directory = tempfile::tempdir().unwrap();
-        let root = directory.path();
-        for folder in ["__pycache__", "json/__pycache__", "json/nested"] {
-            fs::create_dir_all(root.join(folder)).unwrap();
-        }
-        for file in ["os.py", "__pycache__/os.cpython-314.pyc", "json/__init__.py", "json/__pycache__/__init__.cpython-314.pyc", "json/nested/x.py"] {
-            fs::write(root.join(file), b"x").unwrap();
-        }
-        remove_bytecode_caches(root).unwrap();
-        assert!(!root.join("__pycache__").exists() && !root.join("json/__pycache__").exists());
-        assert!(root.join("os.py").is_file() && root.join("json/__init__.py").is_file() && root.join("json/nested/x.py").is_file());
-    }
 }

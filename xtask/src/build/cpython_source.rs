@@ -258,8 +258,9 @@ fn link_shared_library(build: &Path, prefix: &Path, tools: &Tools, logs: &Path) 
 }
 
 /// Refuses a word of CPython's `MODLIBS` that is not the prefix's library folder, one of
-/// [`PREFIX_LIBRARIES`], OpenSSL's crypto library ([`OPENSSL_CRYPTO`]) or an archive the build made in its own `Modules/`: the shared library
-/// links nothing the linker would find elsewhere.
+/// [`PREFIX_LIBRARIES`], OpenSSL's crypto library ([`OPENSSL_CRYPTO`]) or an archive the
+/// build made in its own `Modules/`: the shared library links nothing the linker would find
+/// elsewhere.
 fn check_modlibs(modlibs: &[String], prefix: &Path) -> Result<()> {
     let prefix_lib = format!("-L{}", prefix.join("lib").display());
     for word in modlibs {
@@ -318,19 +319,24 @@ impl Tools {
 
     /// clang's target and sysroot for wasm32-wasi: the `wasm32-wasi` triple finds wasi-libc's
     /// multiarch headers and compiler-rt's builtins where Debian keeps them.
-    fn target_args(&self) -> [String; 2] {
-        ["--target=wasm32-wasi".to_owned(), format!("--sysroot={}", self.sysroot.display())]
+    fn target_args(sysroot: &Path) -> [String; 2] {
+        ["--target=wasm32-wasi".to_owned(), format!("--sysroot={}", sysroot.display())]
     }
 
     /// `CC` for wasm32-wasi, as one word list for configure scripts and makefiles.
     fn cc(&self) -> String {
-        format!("{} {}", self.clang.display(), self.target_args().join(" "))
+        self.cc_with_sysroot(&self.sysroot)
+    }
+
+    /// [`Tools::cc`] naming the sysroot as `sysroot` (a link to it, say).
+    fn cc_with_sysroot(&self, sysroot: &Path) -> String {
+        format!("{} {}", self.clang.display(), Tools::target_args(sysroot).join(" "))
     }
 
     /// clang for wasm32-wasi, run by the build itself.
     fn clang_command(&self) -> Command {
         let mut command = build_command(&self.clang);
-        command.args(self.target_args());
+        command.args(Tools::target_args(&self.sysroot));
         command
     }
 
@@ -477,9 +483,9 @@ fn build_library(name: &str, work: &Path, prefix: &Path, tools: &Tools, jobs: &s
         "openssl" => {
             // A target of our own (OpenSSL knows none for WASI): 32-bit C, no assembly, POSIX
             // threads, which wasi-libc answers single-threaded (CPython's `_hashlib` requires
-            // an OpenSSL built with locking; nothing starts a thread). Nothing that needs what WASI preview 1 has not
-            // (sockets, `dlopen`, a terminal, `mmap`'s secure heap), no configuration file
-            // read at start, no engines or loadable providers.
+            // an OpenSSL built with locking; nothing starts a thread). Nothing that needs what
+            // WASI preview 1 has not (sockets, `dlopen`, a terminal, `mmap`'s secure heap), no
+            // configuration file read at start, no engines or loadable providers.
             fs::write(work.join("eryx-wasm32-wasi.conf"), OPENSSL_TARGET)?;
             // `compiler_flags` (`OpenSSL_version`) holds the compile command: the sysroot is
             // named by a relative link, so no path of this machine is compiled in.
@@ -488,7 +494,7 @@ fn build_library(name: &str, work: &Path, prefix: &Path, tools: &Tools, jobs: &s
             configure
                 .args(["Configure", "--config=eryx-wasm32-wasi.conf", "eryx-wasm32-wasi"])
                 .args(OPENSSL_OPTIONS)
-                .env("CC", format!("{} --target=wasm32-wasi --sysroot=wasi-sysroot", tools.clang.display()))
+                .env("CC", tools.cc_with_sysroot(Path::new("wasi-sysroot")))
                 .env("AR", &tools.ar)
                 .env("RANLIB", &tools.ranlib)
                 .env("CFLAGS", LIBRARY_CFLAGS)
@@ -578,7 +584,7 @@ fn tool_version(tool: &str) -> Result<String> {
 /// pinned stamp: the unpacked tree keeps no order of modification times, and autotools'
 /// makefiles would take a `configure.ac` that looks newer than `aclocal.m4` for an edit and
 /// regenerate the build system.
-pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to.parent().context("a tree has a parent")?)?;
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().context("run cp")?;
     if !status.success() {
@@ -592,8 +598,9 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The standard library's `.py` files and data, without [`STDLIB_LEFT_OUT`], in `to`.
-fn copy_stdlib(from: &Path, to: &Path) -> Result<()> {
+/// The standard library's `.py` files and data, without [`STDLIB_LEFT_OUT`] and without any
+/// `__pycache__` (bytecode is compiled afresh from the sources), in `to`.
+pub fn copy_stdlib(from: &Path, to: &Path) -> Result<()> {
     fn walk(from: &Path, to: &Path, top: bool) -> Result<()> {
         fs::create_dir_all(to)?;
         let mut entries: Vec<_> = fs::read_dir(from)?.collect::<std::io::Result<_>>()?;
@@ -629,6 +636,24 @@ mod tests {
             let error = check_modlibs(&words(&["-lz", hostile]), prefix).unwrap_err().to_string();
             assert!(error.contains(hostile), "{hostile}: {error}");
         }
+    }
+
+    /// Bytecode a run wrote into the source stdlib (a writable preopen) never reaches the
+    /// shipped one: the copy drops every `__pycache__`, at any depth, and keeps the rest.
+    #[test]
+    fn bytecode_written_into_the_source_stdlib_is_not_copied() {
+        let directory = tempfile::tempdir().unwrap();
+        let (root, copy) = (directory.path().join("lib"), directory.path().join("copy"));
+        for folder in ["__pycache__", "json/__pycache__", "json/nested", "lib-dynload"] {
+            fs::create_dir_all(root.join(folder)).unwrap();
+        }
+        for file in ["os.py", "__pycache__/os.cpython-314.pyc", "json/__init__.py", "json/__pycache__/__init__.cpython-314.pyc", "json/nested/x.py"] {
+            fs::write(root.join(file), b"x").unwrap();
+        }
+        copy_stdlib(&root, &copy).unwrap();
+        assert!(!copy.join("__pycache__").exists() && !copy.join("json/__pycache__").exists());
+        assert!(copy.join("os.py").is_file() && copy.join("json/__init__.py").is_file() && copy.join("json/nested/x.py").is_file());
+        assert!(copy.join("lib-dynload").is_dir());
     }
 
     #[test]

@@ -430,6 +430,20 @@ mod tests {
         assert!(!directory.path().join("out/pax_global_header").exists());
     }
 
+    /// A pax global header is skipped, not obeyed: one naming a path outside the destination
+    /// moves no later entry there.
+    #[test]
+    fn a_pax_global_header_cannot_move_the_entries_after_it() {
+        let bytes = tar_with(&[
+            ("pax_global_header", tar::EntryType::XGlobalHeader, None, b"25 path=../../escape.txt\n"),
+            ("dir/file.txt", tar::EntryType::Regular, None, b"hi"),
+        ]);
+        let (directory, result) = extract_bytes(&bytes);
+        result.unwrap();
+        assert_eq!(fs::read(directory.path().join("out/dir/file.txt")).unwrap(), b"hi");
+        assert!(!directory.path().join("escape.txt").exists() && !directory.path().join("out/escape.txt").exists());
+    }
+
     #[test]
     fn parent_components_are_refused() {
         let bytes = tar_with(&[("../escape.txt", tar::EntryType::Regular, None, b"x")]);

@@ -144,7 +144,7 @@ pub fn run(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Args)
                 "toolchain": toolchain.iter().map(|(name, version)| (name.to_string(), version.clone())).collect::<BTreeMap<_, _>>(),
                 "cpython_wheel": { "file": lock.wheel_for_host()?.filename, "sha256": lock.wheel_for_host()?.sha256 },
                 "cpython_members": lock.cpython.members.iter().map(|member| (member.name.clone(), member.sha256.clone())).collect::<BTreeMap<_, _>>(),
-                "source_tarballs": lock.source_tarballs.iter().map(|pin| (pin.file.clone(), json!({ "name": pin.name, "version": pin.version, "sha256": pin.sha256 }))).collect::<BTreeMap<_, _>>(),
+                "source_tarballs": build_runtime::source_tarball_inputs(lock),
                 "debian_debs": lock.debian_debs.iter().map(|deb| (deb.file.clone(), deb.sha256.clone())).collect::<BTreeMap<_, _>>(),
                 "unpacked_debs": lock.unpacked_debs.iter().map(|deb| (deb.file.clone(), json!({ "suite": deb.suite, "sha256": deb.sha256 }))).collect::<BTreeMap<_, _>>(),
                 "patched_crates": lock.patched_crates.iter().map(|patched| (format!("{}-{}", patched.name, patched.version), json!({

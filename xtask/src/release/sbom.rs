@@ -128,10 +128,10 @@ pub fn build(product: &str, version: &str, lock: &Lock, guest_cargo_lock: &str, 
     };
     for pin in &lock.debian_debs {
         // compiler-rt's builtins are linked into libpython3.14.so and the core modules.
-        let inside = pin.package.starts_with("libclang-rt-");
-        let (kind, description) = match inside {
-            true => (("library", "required"), "compiler-rt's builtins, linked into the interpreter and the core modules".to_owned()),
-            false => (("application", "excluded"), "build toolchain (not inside the artifacts)".to_owned()),
+        let (kind, description) = if pin.package.starts_with("libclang-rt-") {
+            (("library", "required"), "compiler-rt's builtins, linked into the interpreter and the core modules".to_owned())
+        } else {
+            (("application", "excluded"), "build toolchain (not inside the artifacts)".to_owned())
         };
         components.push(deb(&pin.package, &pin.version, &pin.sha256, kind, description));
     }
