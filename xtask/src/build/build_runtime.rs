@@ -145,22 +145,64 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
     let stamp = stamp::ensure(&workspace.artifacts_dir().join("build").join("git-stamp"))?;
     let mut runner = Runner::new(artifacts.join(".steps"));
     runner.verify_outputs = args.verify_outputs;
-    runner.preamble = vec![
+    runner.set_preamble(vec![
         format!("wasi toolchain: {} — {}", fetched.wasi.provider, fetched.wasi.reason),
         format!("guest rust: {} — {}", fetched.rust.version, fetched.rust.reason),
-    ];
+    ]);
     let clang_version = fetched.wasi.version();
     let linking = LinkingCrates::locked(workspace)?;
-    let mut staticlibs = Vec::new();
-    for variant in &variants {
-        staticlibs.push(guest_staticlib(workspace, sources, &fetched, &stamp, variant, &mut runner)?);
-    }
-    // CPython from pinned source: the CPython variant's interpreter and stdlib, and its core
-    // module.
-    let from_source = match variants.iter().any(|variant| variant.cpython_from_source) {
-        true => Some(cpython_source::build(workspace, cache, sources, &fetched, &clang_version, &mut runner)?),
-        false => None,
-    };
+    // CPython from pinned source (the CPython variant's interpreter and stdlib, and its core
+    // module) builds on a thread of its own beside the guest staticlibs: its configure
+    // scripts and links use one core, and so does the long LTO phase of the RustPython
+    // staticlib, which would otherwise leave the other core idle for minutes. A step that
+    // fails on either side lets no new step start on the other (the one running finishes and
+    // stays cached).
+    let from_source_wanted = variants.iter().any(|variant| variant.cpython_from_source);
+    let (staticlibs, from_source) = std::thread::scope(|scope| -> Result<_> {
+        let source_build = from_source_wanted.then(|| {
+            let mut fork = runner.fork();
+            let (fetched, clang_version) = (&fetched, &clang_version);
+            scope.spawn(move || {
+                let built = cpython_source::build(workspace, cache, sources, fetched, clang_version, &mut fork);
+                if let Err(error) = &built {
+                    fork.cancel();
+                    eprintln!("error: CPython from source: {error:#}");
+                }
+                (built, fork)
+            })
+        });
+        let mut staticlibs = Vec::new();
+        let mut failed = None;
+        for variant in &variants {
+            match guest_staticlib(workspace, sources, &fetched, &stamp, variant, from_source_wanted, &mut runner) {
+                Ok(staticlib) => staticlibs.push(staticlib),
+                Err(error) => {
+                    runner.cancel();
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let from_source = match source_build {
+            Some(handle) => {
+                if failed.is_some() && !handle.is_finished() {
+                    eprintln!("a guest staticlib failed; waiting for the CPython-from-source step in progress to finish (Ctrl-C stops it)");
+                }
+                match handle.join() {
+                    Ok((built, fork)) => {
+                        runner.absorb(fork);
+                        Some(built)
+                    }
+                    Err(_) => Some(Err(anyhow::anyhow!("the CPython-from-source build thread panicked"))),
+                }
+            }
+            None => None,
+        };
+        match failed {
+            Some(error) => Err(error),
+            None => Ok((staticlibs, from_source.transpose()?)),
+        }
+    })?;
     for (variant, staticlib) in variants.iter().zip(&staticlibs) {
         build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, from_source.as_ref(), &mut runner)?;
     }
@@ -220,7 +262,15 @@ fn member<'a>(fetched: &'a Fetched, name: &str) -> Result<&'a Path> {
 /// Builds `variant`'s guest staticlib (RustPython's takes most of a fresh build, much of it on
 /// one core): every variant's comes before any variant's later steps, so the host tools'
 /// background build, which those steps wait for, runs beside it. Answers the staticlib's path.
-fn guest_staticlib(workspace: &Workspace, sources: &Sources, fetched: &Fetched, stamp: &Stamp, variant: &Variant, runner: &mut Runner) -> Result<PathBuf> {
+fn guest_staticlib(
+    workspace: &Workspace,
+    sources: &Sources,
+    fetched: &Fetched,
+    stamp: &Stamp,
+    variant: &Variant,
+    beside_other_steps: bool,
+    runner: &mut Runner,
+) -> Result<PathBuf> {
     let target = &fetched.lock.rust_guest.target;
     let guest_target = workspace.guest_target_dir();
     let staticlib = guest_target.join(target).join("release").join(variant.staticlib_name());
@@ -267,6 +317,11 @@ fn guest_staticlib(workspace: &Workspace, sources: &Sources, fetched: &Fetched, 
         }
         for (key, value) in variant.guest_build_env {
             command = command.env(key, value);
+        }
+        if beside_other_steps {
+            // cargo's progress bar redraws its line, and the other thread's lines would land
+            // on it.
+            command = command.env("CARGO_TERM_PROGRESS_WHEN", "never");
         }
         command
             .run()

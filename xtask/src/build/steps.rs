@@ -10,6 +10,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -79,13 +81,43 @@ pub struct Runner {
     pub ran: Vec<(String, f64)>,
     pub skipped: Vec<String>,
     /// Printed (to stderr) before the first step that runs: which toolchains a build uses is
-    /// worth saying only when something is built.
-    pub preamble: Vec<String>,
+    /// worth saying only when something is built. Shared with forks, so it is said once.
+    preamble: Arc<Mutex<Vec<String>>>,
+    /// Set by [`Runner::cancel`] on this runner or a fork of it: no further step starts.
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Runner {
     pub fn new(state_dir: PathBuf) -> Runner {
         Runner { state_dir, ..Runner::default() }
+    }
+
+    /// A runner for steps run on another thread beside this one's (same records, same
+    /// verification); [`Runner::absorb`] takes its summary back.
+    pub fn fork(&self) -> Runner {
+        Runner {
+            state_dir: self.state_dir.clone(),
+            verify_outputs: self.verify_outputs,
+            preamble: Arc::clone(&self.preamble),
+            cancelled: Arc::clone(&self.cancelled),
+            ..Runner::default()
+        }
+    }
+
+    /// No further step starts on this runner or on its forks (a step that runs finishes).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Lines to print before the first step that runs (on this runner or a fork).
+    pub fn set_preamble(&mut self, lines: Vec<String>) {
+        *lock(&self.preamble) = lines;
+    }
+
+    /// Adds what a [`Runner::fork`] ran and skipped to this runner's summary.
+    pub fn absorb(&mut self, fork: Runner) {
+        self.ran.extend(fork.ran);
+        self.skipped.extend(fork.skipped);
     }
 
     /// Runs `action` unless `fingerprint` matches the last successful run and every output
@@ -109,7 +141,10 @@ impl Runner {
             self.skipped.push(name.to_owned());
             return Ok(false);
         }
-        for line in self.preamble.drain(..) {
+        if self.cancelled.load(Ordering::SeqCst) {
+            anyhow::bail!("step `{name}` not started: the build stopped (a step beside it failed)");
+        }
+        for line in lock(&self.preamble).drain(..) {
             eprintln!("{line}");
         }
         let _ = fs::remove_file(&stamp);
@@ -127,6 +162,11 @@ impl Runner {
         self.ran.push((name.to_owned(), seconds));
         Ok(true)
     }
+}
+
+/// A lock whose holder may have panicked (what it guards stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The sha256 of an output: a file's contents, or a directory's every file (by path and
@@ -160,6 +200,9 @@ impl Runner {
     /// Keeps each step's latest duration in `timings.json` beside the fingerprints (read by
     /// `cargo xtask bench`).
     fn record_timing(&self, name: &str, seconds: f64) -> Result<()> {
+        // Runners on two threads (see `fork`) share the file: one read-modify-write at a time.
+        static TIMINGS: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = lock(&TIMINGS);
         let path = self.state_dir.join("timings.json");
         let mut timings: std::collections::BTreeMap<String, f64> =
             fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
@@ -208,6 +251,31 @@ mod tests {
         let error = runner.step("fails", &fingerprint, &[], || anyhow::bail!("no")).unwrap_err();
         assert!(format!("{error:#}").contains("step `fails`: no"));
         assert!(runner.step("fails", &fingerprint, &[], || Ok(())).unwrap(), "it runs again");
+    }
+
+    #[test]
+    fn a_cancelled_runner_stops_its_forks_next_step_and_the_preamble_is_said_once() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut runner = Runner::new(directory.path().join("state"));
+        runner.set_preamble(vec!["toolchains".to_owned()]);
+        let mut fork = runner.fork();
+        let mut fingerprint = Fingerprint::default();
+        fingerprint.text("input", "1");
+        assert!(fork.step("first", &fingerprint, &[], || Ok(())).unwrap());
+        assert!(lock(&runner.preamble).is_empty(), "the fork said it");
+        assert!(runner.step("breaks", &fingerprint, &[], || anyhow::bail!("no")).is_err());
+        runner.cancel();
+        let mut ran = false;
+        let error = fork
+            .step("second", &fingerprint, &[], || {
+                ran = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(!ran);
+        assert!(format!("{error:#}").contains("a step beside it failed"));
+        runner.absorb(fork);
+        assert_eq!(runner.ran.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["first"]);
     }
 
     #[test]
