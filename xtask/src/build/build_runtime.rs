@@ -171,37 +171,28 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
                 (built, fork)
             })
         });
-        let mut staticlibs = Vec::new();
-        let mut failed = None;
-        for variant in &variants {
-            match guest_staticlib(workspace, sources, &fetched, &stamp, variant, from_source_wanted, &mut runner) {
-                Ok(staticlib) => staticlibs.push(staticlib),
-                Err(error) => {
-                    runner.cancel();
-                    failed = Some(error);
-                    break;
-                }
-            }
+        // Stops at the first failure.
+        let staticlibs: Result<Vec<PathBuf>> =
+            variants.iter().map(|variant| guest_staticlib(workspace, sources, &fetched, &stamp, variant, from_source_wanted, &mut runner)).collect();
+        if staticlibs.is_err() {
+            runner.cancel();
         }
         let from_source = match source_build {
             Some(handle) => {
-                if failed.is_some() && !handle.is_finished() {
+                if staticlibs.is_err() && !handle.is_finished() {
                     eprintln!("a guest staticlib failed; waiting for the CPython-from-source step in progress to finish (Ctrl-C stops it)");
                 }
-                match handle.join() {
+                Some(match handle.join() {
                     Ok((built, fork)) => {
                         runner.absorb(fork);
-                        Some(built)
+                        built
                     }
-                    Err(_) => Some(Err(anyhow::anyhow!("the CPython-from-source build thread panicked"))),
-                }
+                    Err(_) => Err(anyhow::anyhow!("the CPython-from-source build thread panicked")),
+                })
             }
             None => None,
         };
-        match failed {
-            Some(error) => Err(error),
-            None => Ok((staticlibs, from_source.transpose()?)),
-        }
+        Ok((staticlibs?, from_source.transpose()?))
     })?;
     for (variant, staticlib) in variants.iter().zip(&staticlibs) {
         build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, from_source.as_ref(), &mut runner)?;
@@ -739,13 +730,13 @@ fn embed_entry_world(library: &mut Vec<u8>, adapter: &[u8]) -> Result<()> {
         .context("embed the world in the entry library")
 }
 
-/// The preview1 command adapter, checked against its pin.
 /// The source tarballs, as the build manifest and the release manifest name them among
 /// their inputs: file → name, version and sha256.
 pub fn source_tarball_inputs(lock: &crate::inputs::lock::Lock) -> BTreeMap<String, serde_json::Value> {
     lock.source_tarballs.iter().map(|pin| (pin.file.clone(), json!({ "name": pin.name, "version": pin.version, "sha256": pin.sha256 }))).collect()
 }
 
+/// The preview1 command adapter, checked against its pin.
 fn command_adapter(lock: &crate::inputs::lock::Lock) -> Result<&'static [u8]> {
     let bytes = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let pin = &lock.command_adapter;
