@@ -38,6 +38,29 @@ pub fn temporary_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{call}-{nanos:08x}", std::process::id()))
 }
 
+/// The temporary siblings of `path` ([`temporary_sibling`]) left by a process that no longer
+/// runs (killed mid-build): nothing trusts them, but a staged directory can be large. Those of
+/// a running process (another build, or another thread of this one) are not listed; nor is
+/// anything where the system cannot say which processes run (no `/proc`).
+pub fn abandoned_temporaries(path: &Path) -> Vec<PathBuf> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Vec::new() };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    if !Path::new("/proc/self").exists() {
+        return Vec::new();
+    }
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent) else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            let pid = entry_name.strip_prefix(&prefix).and_then(|rest| rest.split('-').next()).and_then(|pid| pid.parse::<u32>().ok());
+            pid.is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// Writes `bytes` to `path` (creating its directory) through a temporary sibling that is
 /// synced and renamed into place; the temporary is removed when anything fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -77,6 +100,27 @@ mod tests {
         assert!(write_atomic(&blocked, b"x").is_err());
         let names: Vec<String> = fs::read_dir(&directory).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(names.iter().all(|name| !name.contains(".tmp-")), "{names:?}");
+        fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn only_the_temporaries_of_processes_that_are_gone_are_abandoned() {
+        let directory = std::env::temp_dir().join(format!("eryx-abandoned-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&directory);
+        let out = directory.join("prefix");
+        // No process has this id (Linux's largest is 4 194 304); this one runs.
+        let gone = directory.join(".prefix.tmp-4294967295-0-00000000");
+        let running = temporary_sibling(&out);
+        let other = directory.join(".prefixes.tmp-4294967295-0-00000000");
+        for staged in [&gone, &running, &other] {
+            fs::create_dir_all(staged).unwrap();
+        }
+        let abandoned = abandoned_temporaries(&out);
+        if Path::new("/proc/self").exists() {
+            assert_eq!(abandoned, [gone.clone()]);
+        } else {
+            assert!(abandoned.is_empty());
+        }
         fs::remove_dir_all(&directory).unwrap();
     }
 

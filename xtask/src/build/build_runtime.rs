@@ -31,7 +31,7 @@ use xshell::{cmd, Shell};
 
 use crate::build::cpython_source;
 use crate::build::packages::{self, PackageSet};
-use crate::build::steps::{Fingerprint, Runner};
+use crate::build::steps::{self, Fingerprint, Runner};
 use crate::build::variant::{self, Variant};
 use crate::host::{self, HOST_PACKAGE};
 use crate::inputs::archive;
@@ -192,7 +192,7 @@ pub fn build(workspace: &Workspace, cache: &Cache, sources: &Sources, args: &Arg
             }
             None => None,
         };
-        Ok((staticlibs?, from_source.transpose()?))
+        steps::joined(staticlibs, from_source.transpose())
     })?;
     for (variant, staticlib) in variants.iter().zip(&staticlibs) {
         build_variant(workspace, sources, &linking, &fetched, &clang_version, variant, staticlib, from_source.as_ref(), &mut runner)?;

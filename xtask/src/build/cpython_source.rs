@@ -389,7 +389,8 @@ const OPENSSL_OPTIONS: &[&str] = &[
     // What CPython's `_hashlib` never reaches (it asks for digests, HMAC, PBKDF2 and scrypt;
     // `_ssl` is not built): the default provider registers every algorithm it is built with,
     // so each one left in is linked into libpython. Without these a static PBKDF2 program is
-    // 1.5 MB instead of 2.6 MB, and libcrypto builds in a third of the time.
+    // 1.5 MB instead of 2.6 MB (the step that builds the C libraries took 190 s against 217 s
+    // in one measurement on two cores).
     "no-cms", "no-ocsp", "no-ts", "no-ct", "no-cmp", "no-srp", "no-http", "no-srtp", "no-comp", "no-rfc3779",
     "no-ec", "no-dh", "no-dsa", "no-sm2", "no-ml-dsa", "no-ml-kem", "no-slh-dsa",
     "no-sm4", "no-gost", "no-idea", "no-seed", "no-rc2", "no-rc4", "no-rc5", "no-bf", "no-cast",

@@ -19,6 +19,30 @@ use sha2::{Digest, Sha256};
 
 use crate::inputs::cache::{hex, sha256_file, write_atomic};
 
+/// The error of a step that did not start because a step beside it (on another thread of
+/// the build) failed: that one's error is the cause to report.
+#[derive(Debug)]
+pub struct Stopped {
+    step: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step `{}` not started: the build stopped (a step beside it failed)", self.step)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The outcome of two sides of a build that ran beside each other: both results, or the
+/// error that is the cause (a side that was only [`Stopped`] yields to the other side's).
+pub fn joined<A, B>(first: Result<A>, second: Result<B>) -> Result<(A, B)> {
+    match (first, second) {
+        (Err(stopped), Err(cause)) if stopped.is::<Stopped>() => Err(cause),
+        (first, second) => Ok((first?, second?)),
+    }
+}
+
 #[derive(Default)]
 pub struct Fingerprint {
     hasher: Sha256,
@@ -142,7 +166,7 @@ impl Runner {
             return Ok(false);
         }
         if self.cancelled.load(Ordering::SeqCst) {
-            anyhow::bail!("step `{name}` not started: the build stopped (a step beside it failed)");
+            return Err(Stopped { step: name.to_owned() }.into());
         }
         for line in lock(&self.preamble).drain(..) {
             eprintln!("{line}");
@@ -274,6 +298,12 @@ mod tests {
             .unwrap_err();
         assert!(!ran);
         assert!(format!("{error:#}").contains("a step beside it failed"));
+        // The build reports the cause, whichever side it came from, not the stop.
+        let cause = || Err::<bool, _>(anyhow::anyhow!("the real cause"));
+        let mut stopped = || fork.step("second", &fingerprint, &[], || Ok(()));
+        assert_eq!(format!("{:#}", joined(stopped(), cause()).unwrap_err()), "the real cause");
+        assert_eq!(format!("{:#}", joined(cause(), stopped()).unwrap_err()), "the real cause");
+        assert_eq!(joined(Ok::<_, anyhow::Error>(1), Ok::<_, anyhow::Error>(2)).unwrap(), (1, 2));
         runner.absorb(fork);
         assert_eq!(runner.ran.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["first"]);
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-pub use eryx_interface::files::{hex, sha256_bytes, sha256_file, temporary_sibling, write_atomic};
+pub use eryx_interface::files::{abandoned_temporaries, hex, sha256_bytes, sha256_file, temporary_sibling, write_atomic};
 
 pub struct Cache {
     pub root: PathBuf,
@@ -46,10 +46,14 @@ pub fn replace_output_dir(out: &Path, command: &str, fill: impl FnOnce(&Path) ->
 }
 
 /// Builds the directory `out` by filling a temporary sibling with `fill` and renaming it
-/// into place: on failure nothing is left, and a reader never sees a half-made `out`.
+/// into place: on failure nothing is left, and a reader never sees a half-made `out`. What an
+/// interrupted build staged for `out` (its process gone) is removed first.
 pub fn replace_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    for abandoned in abandoned_temporaries(out) {
+        let removed = if abandoned.is_dir() { fs::remove_dir_all(&abandoned) } else { fs::remove_file(&abandoned) };
+        removed.with_context(|| format!("remove {}, which an interrupted build left", abandoned.display()))?;
+    }
     let staging = temporary_sibling(out);
-    let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
     if let Err(error) = fill(&staging) {
         let _ = fs::remove_dir_all(&staging);
@@ -178,6 +182,21 @@ mod tests {
         assert!(error.contains("thing sha256 mismatch"), "{error}");
         assert!(!file.exists());
         assert!(!cache.entry_path(&wrong).exists());
+    }
+
+    #[test]
+    fn what_an_interrupted_build_staged_is_removed_by_the_next() {
+        let directory = tempfile::tempdir().unwrap();
+        let out = directory.path().join("prefix");
+        // A killed build's half-filled staging directory (no process has that id).
+        let abandoned = directory.path().join(".prefix.tmp-4294967295-3-0badcafe");
+        fs::create_dir_all(abandoned.join("lib")).unwrap();
+        fs::write(abandoned.join("lib/libz.a"), b"half").unwrap();
+        replace_dir_atomically(&out, |staging| Ok(fs::write(staging.join("done"), b"")?)).unwrap();
+        let mut names: Vec<String> = fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["prefix"]);
+        assert!(out.join("done").exists());
     }
 
     #[test]
