@@ -41,7 +41,8 @@ pub fn temporary_sibling(path: &Path) -> PathBuf {
 /// The temporary siblings of `path` ([`temporary_sibling`]) left by a process that no longer
 /// runs (killed mid-build): nothing trusts them, but a staged directory can be large. Those of
 /// a running process (another build, or another thread of this one) are not listed; nor is
-/// anything where the system cannot say which processes run (no `/proc`).
+/// anything where the system cannot say which processes run (no `/proc`). "Running" is as this
+/// process's `/proc` sees it: builds in other process namespaces must not share the directory.
 pub fn abandoned_temporaries(path: &Path) -> Vec<PathBuf> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Vec::new() };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
