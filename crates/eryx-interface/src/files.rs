@@ -32,10 +32,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// is not known in advance.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path.file_name().unwrap_or_default();
     let call = NEXT.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|time| time.subsec_nanos()).unwrap_or(0);
-    path.with_file_name(format!(".{name}.tmp-{}-{call}-{nanos:08x}", std::process::id()))
+    path.with_file_name(format!("{}{}-{call}-{nanos:08x}", temporary_prefix(name), std::process::id()))
+}
+
+/// How the name of every temporary sibling of a file named `name` begins; the process id
+/// follows it.
+fn temporary_prefix(name: &std::ffi::OsStr) -> String {
+    format!(".{}.tmp-", name.to_string_lossy())
 }
 
 /// The temporary siblings of `path` ([`temporary_sibling`]) left by a process that no longer
@@ -49,7 +55,7 @@ pub fn abandoned_temporaries(path: &Path) -> Vec<PathBuf> {
     if !Path::new("/proc/self").exists() {
         return Vec::new();
     }
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let prefix = temporary_prefix(name);
     let Ok(entries) = fs::read_dir(parent) else { return Vec::new() };
     entries
         .filter_map(|entry| entry.ok())
@@ -106,8 +112,8 @@ mod tests {
 
     #[test]
     fn only_the_temporaries_of_processes_that_are_gone_are_abandoned() {
-        let directory = std::env::temp_dir().join(format!("eryx-abandoned-test-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&directory);
+        let temporary = tempfile::tempdir().unwrap();
+        let directory = temporary.path();
         let out = directory.join("prefix");
         // No process has this id (Linux's largest is 4 194 304); this one runs.
         let gone = directory.join(".prefix.tmp-4294967295-0-00000000");
@@ -118,11 +124,10 @@ mod tests {
         }
         let abandoned = abandoned_temporaries(&out);
         if Path::new("/proc/self").exists() {
-            assert_eq!(abandoned, [gone.clone()]);
+            assert_eq!(abandoned, [gone]);
         } else {
             assert!(abandoned.is_empty());
         }
-        fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]

@@ -192,11 +192,17 @@ mod tests {
         let abandoned = directory.path().join(".prefix.tmp-4294967295-3-0badcafe");
         fs::create_dir_all(abandoned.join("lib")).unwrap();
         fs::write(abandoned.join("lib/libz.a"), b"half").unwrap();
+        // A link planted under such a name, to a directory elsewhere: the link goes, never
+        // what it points to.
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(elsewhere.path().join("keep.txt"), b"mine").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), directory.path().join(".prefix.tmp-4294967295-4-0badcafe")).unwrap();
         replace_dir_atomically(&out, |staging| Ok(fs::write(staging.join("done"), b"")?)).unwrap();
         let mut names: Vec<String> = fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         assert_eq!(names, ["prefix"]);
         assert!(out.join("done").exists());
+        assert_eq!(fs::read(elsewhere.path().join("keep.txt")).unwrap(), b"mine");
     }
 
     #[test]
